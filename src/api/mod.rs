@@ -1,0 +1,61 @@
+//! The protocol types, generated into OUT_DIR by `build.rs` and re-exported here under
+//! stable names: messages from protobuf-codegen, gRPC glue (service trait, `create_*`,
+//! client) from our own generator.
+
+#[allow(
+    clippy::all,
+    clippy::pedantic,
+    missing_docs,
+    unused_imports,
+    non_camel_case_types,
+    non_snake_case,
+    non_upper_case_globals,
+    unreachable_pub
+)]
+pub(crate) mod generated {
+    include!(concat!(env!("OUT_DIR"), "/protos/mod.rs"));
+}
+
+#[allow(clippy::all, unused_qualifications)]
+mod glue {
+    include!(concat!(env!("OUT_DIR"), "/grpc_glue.rs"));
+}
+
+pub use protobuf::well_known_types::any::Any;
+pub use protobuf::well_known_types::empty::Empty;
+pub use protobuf::well_known_types::field_mask::FieldMask;
+pub use protobuf::well_known_types::timestamp::Timestamp;
+
+/// `containerd.services.version.v1`.
+pub mod version {
+    pub use super::generated::version::VersionResponse;
+    pub use super::glue::version_grpc::{create_version, Version, VersionClient};
+}
+
+/// `containerd.services.introspection.v1`.
+pub mod introspection {
+    pub use super::generated::introspection::{
+        DeprecationWarning, Plugin, PluginInfoRequest, PluginInfoResponse, PluginsRequest,
+        PluginsResponse, ServerResponse,
+    };
+    pub use super::glue::introspection_grpc::{
+        create_introspection, Introspection, IntrospectionClient,
+    };
+}
+
+/// `grpc.health.v1`.
+pub mod health {
+    pub use super::generated::health::health_check_response::ServingStatus;
+    pub use super::generated::health::{HealthCheckRequest, HealthCheckResponse};
+    pub use super::glue::health_grpc::{create_health, Health, HealthClient};
+}
+
+/// `containerd.types`.
+pub mod types {
+    pub use super::generated::platform::Platform;
+}
+
+/// `google.rpc.Status`.
+pub mod rpc_status {
+    pub use super::generated::status::Status;
+}

@@ -1,0 +1,9 @@
+//! `ctrd`: parse the command line, run, print the error chain once, exit 1 on failure.
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Err(err) = ctrd::app::run(args) {
+        eprintln!("ctrd: {err}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,428 @@
+//! The runtime under the generated gRPC glue: every call goes through one of [`unary`],
+//! [`server_streaming`], [`client_streaming`] or [`duplex_streaming`], which build the
+//! [`Call`], run the handler, send the answer and report to the [`Interceptor`].
+//!
+//! Threads: unary handlers run inline on grpcio's completion-queue thread (no hand-off);
+//! streaming handlers get a `ctrd-stream` thread each, which blocks on grpcio's futures.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use grpcio::{
+    ClientStreamingSink, DuplexSink, RequestStream, RpcContext, RpcStatusCode, ServerStreamingSink,
+    UnarySink, WriteFlags,
+};
+
+use crate::errdefs::Error;
+
+pub type RpcResult<T> = Result<T, Error>;
+
+/// The gRPC metadata key carrying the namespace.
+pub const NAMESPACE_HEADER: &str = "containerd-namespace";
+
+/// The four shapes of RPC (named as go-grpc-prometheus labels them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MethodKind {
+    Unary,
+    ClientStream,
+    ServerStream,
+    BidiStream,
+}
+
+/// Observes every call (metrics).
+pub trait Interceptor: Send + Sync {
+    fn started(&self, call: &Call, kind: MethodKind);
+    fn msg_received(&self, call: &Call, kind: MethodKind);
+    fn msg_sent(&self, call: &Call, kind: MethodKind);
+    fn handled(&self, call: &Call, kind: MethodKind, code: RpcStatusCode, elapsed: Duration);
+}
+
+static INTERCEPTOR: OnceLock<Arc<dyn Interceptor>> = OnceLock::new();
+
+/// Installs the process-wide interceptor; only the first call takes effect.
+pub fn set_interceptor(interceptor: Arc<dyn Interceptor>) {
+    let _ = INTERCEPTOR.set(interceptor);
+}
+
+fn interceptor() -> Option<&'static Arc<dyn Interceptor>> {
+    INTERCEPTOR.get()
+}
+
+/// One incoming call as handlers see it.
+pub struct Call {
+    service: &'static str,
+    method: &'static str,
+    kind: MethodKind,
+    headers: Vec<(String, String)>,
+    peer: String,
+    cancelled: Arc<AtomicBool>,
+    started: Instant,
+}
+
+impl Call {
+    fn new(
+        ctx: &RpcContext,
+        service: &'static str,
+        method: &'static str,
+        kind: MethodKind,
+    ) -> Call {
+        let headers = ctx
+            .request_headers()
+            .iter()
+            .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v).into_owned()))
+            .collect();
+        let call = Call {
+            service,
+            method,
+            kind,
+            headers,
+            peer: ctx.peer(),
+            cancelled: Arc::new(AtomicBool::new(false)),
+            started: Instant::now(),
+        };
+        if let Some(i) = interceptor() {
+            i.started(&call, kind);
+        }
+        call
+    }
+
+    /// A call with the given headers, for testing handlers without sockets.
+    pub fn for_test(service: &'static str, method: &'static str, headers: &[(&str, &str)]) -> Call {
+        Call {
+            service,
+            method,
+            kind: MethodKind::Unary,
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            peer: "test".into(),
+            cancelled: Arc::new(AtomicBool::new(false)),
+            started: Instant::now(),
+        }
+    }
+
+    /// The full service name, e.g. `containerd.services.version.v1.Version`.
+    pub fn service(&self) -> &str {
+        self.service
+    }
+
+    pub fn method(&self) -> &str {
+        self.method
+    }
+
+    pub fn peer(&self) -> &str {
+        &self.peer
+    }
+
+    /// The first value of a request header.
+    pub fn header(&self, key: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The namespace the client sent, if any.
+    pub fn namespace(&self) -> Option<&str> {
+        self.header(NAMESPACE_HEADER).filter(|ns| !ns.is_empty())
+    }
+
+    /// The namespace, required and valid.
+    pub fn namespace_required(&self) -> RpcResult<&str> {
+        let ns = self
+            .namespace()
+            .ok_or_else(|| Error::failed_precondition("namespace is required"))?;
+        crate::identifiers::validate(ns).map_err(|err| err.context("namespace validation"))?;
+        Ok(ns)
+    }
+
+    /// True once the client went away or the server cancelled the call (noticed when a
+    /// message could not be sent).
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Relaxed)
+    }
+
+    fn finish(&self, code: RpcStatusCode) {
+        if let Some(i) = interceptor() {
+            i.handled(self, self.kind, code, self.started.elapsed());
+        }
+    }
+
+    fn received(&self) {
+        if let Some(i) = interceptor() {
+            i.msg_received(self, self.kind);
+        }
+    }
+
+    fn sent(&self) {
+        if let Some(i) = interceptor() {
+            i.msg_sent(self, self.kind);
+        }
+    }
+}
+
+/// The default answer of a method a service does not implement.
+pub fn unimplemented(method: &str) -> Error {
+    Error::unimplemented(format!("method {method} not implemented"))
+}
+
+enum OutSink<T> {
+    Server(ServerStreamingSink<T>),
+    Duplex(DuplexSink<T>),
+}
+
+/// Sends the messages of a streaming response; blocks until grpcio took each one.
+pub struct StreamSender<T> {
+    sink: OutSink<T>,
+    call: Arc<Call>,
+}
+
+impl<T> StreamSender<T> {
+    pub fn send(&mut self, msg: T) -> RpcResult<()> {
+        let item = (msg, WriteFlags::default());
+        let result = match &mut self.sink {
+            OutSink::Server(sink) => futures_executor::block_on(sink.send(item)),
+            OutSink::Duplex(sink) => futures_executor::block_on(sink.send(item)),
+        };
+        match result {
+            Ok(()) => {
+                self.call.sent();
+                Ok(())
+            }
+            Err(err) => {
+                self.call.cancelled.store(true, Ordering::Relaxed);
+                Err(Error::new(
+                    crate::errdefs::Class::Canceled,
+                    format!("send failed: {err}"),
+                ))
+            }
+        }
+    }
+}
+
+/// The messages of a streaming request; `next` blocks until one arrives.
+pub struct StreamReceiver<T> {
+    stream: RequestStream<T>,
+    call: Arc<Call>,
+}
+
+impl<T> Iterator for StreamReceiver<T> {
+    type Item = RpcResult<T>;
+
+    fn next(&mut self) -> Option<RpcResult<T>> {
+        let item = futures_executor::block_on(self.stream.next())?;
+        Some(match item {
+            Ok(msg) => {
+                self.call.received();
+                Ok(msg)
+            }
+            Err(err) => Err(Error::new(
+                crate::errdefs::Class::Canceled,
+                format!("receive failed: {err}"),
+            )),
+        })
+    }
+}
+
+fn code_of<T>(result: &RpcResult<T>) -> RpcStatusCode {
+    match result {
+        Ok(_) => RpcStatusCode::OK,
+        Err(err) => err.grpc_code(),
+    }
+}
+
+/// Runs a unary handler inline and answers.
+pub fn unary<Req, Resp>(
+    ctx: RpcContext,
+    req: Req,
+    sink: UnarySink<Resp>,
+    service: &'static str,
+    method: &'static str,
+    f: impl FnOnce(&Call, Req) -> RpcResult<Resp>,
+) where
+    Resp: Send + 'static,
+{
+    let call = Call::new(&ctx, service, method, MethodKind::Unary);
+    call.received();
+    let result = f(&call, req);
+    let code = code_of(&result);
+    match result {
+        Ok(resp) => {
+            call.sent();
+            let done = sink.success(resp);
+            ctx.spawn(async move {
+                let _ = done.await;
+            });
+        }
+        Err(err) => {
+            log_failure(&call, &err);
+            let done = sink.fail(err.to_grpc_status());
+            ctx.spawn(async move {
+                let _ = done.await;
+            });
+        }
+    }
+    call.finish(code);
+}
+
+fn log_failure(call: &Call, err: &Error) {
+    log::debug!(
+        "/{}/{} failed: {} ({:?})",
+        call.service,
+        call.method,
+        err.message(),
+        err.class()
+    );
+}
+
+fn spawn_stream(call: &Call, body: impl FnOnce() + Send + 'static) {
+    let spawned = std::thread::Builder::new()
+        .name("ctrd-stream".into())
+        .spawn(body);
+    if let Err(err) = spawned {
+        log::error!(
+            "/{}/{}: cannot start a stream thread: {err}",
+            call.service,
+            call.method
+        );
+    }
+}
+
+/// Runs a server-streaming handler on its own thread.
+pub fn server_streaming<Req, Resp>(
+    ctx: RpcContext,
+    req: Req,
+    sink: ServerStreamingSink<Resp>,
+    service: &'static str,
+    method: &'static str,
+    f: impl FnOnce(&Call, Req, &mut StreamSender<Resp>) -> RpcResult<()> + Send + 'static,
+) where
+    Req: Send + 'static,
+    Resp: Send + 'static,
+{
+    let call = Arc::new(Call::new(&ctx, service, method, MethodKind::ServerStream));
+    call.received();
+    spawn_stream(&call.clone(), move || {
+        let mut out = StreamSender {
+            sink: OutSink::Server(sink),
+            call: call.clone(),
+        };
+        let result = f(&call, req, &mut out);
+        let code = code_of(&result);
+        finish_stream(&call, out.sink, result);
+        call.finish(code);
+    });
+}
+
+/// Runs a client-streaming handler on its own thread.
+pub fn client_streaming<Req, Resp>(
+    ctx: RpcContext,
+    stream: RequestStream<Req>,
+    sink: ClientStreamingSink<Resp>,
+    service: &'static str,
+    method: &'static str,
+    f: impl FnOnce(&Call, &mut StreamReceiver<Req>) -> RpcResult<Resp> + Send + 'static,
+) where
+    Req: Send + 'static,
+    Resp: Send + 'static,
+{
+    let call = Arc::new(Call::new(&ctx, service, method, MethodKind::ClientStream));
+    spawn_stream(&call.clone(), move || {
+        let mut input = StreamReceiver {
+            stream,
+            call: call.clone(),
+        };
+        let result = f(&call, &mut input);
+        let code = code_of(&result);
+        let done = match result {
+            Ok(resp) => {
+                call.sent();
+                futures_executor::block_on(sink.success(resp))
+            }
+            Err(err) => {
+                log_failure(&call, &err);
+                futures_executor::block_on(sink.fail(err.to_grpc_status()))
+            }
+        };
+        if done.is_err() {
+            call.cancelled.store(true, Ordering::Relaxed);
+        }
+        call.finish(code);
+    });
+}
+
+/// Runs a bidirectional-streaming handler on its own thread.
+pub fn duplex_streaming<Req, Resp>(
+    ctx: RpcContext,
+    stream: RequestStream<Req>,
+    sink: DuplexSink<Resp>,
+    service: &'static str,
+    method: &'static str,
+    f: impl FnOnce(&Call, &mut StreamReceiver<Req>, &mut StreamSender<Resp>) -> RpcResult<()>
+        + Send
+        + 'static,
+) where
+    Req: Send + 'static,
+    Resp: Send + 'static,
+{
+    let call = Arc::new(Call::new(&ctx, service, method, MethodKind::BidiStream));
+    spawn_stream(&call.clone(), move || {
+        let mut input = StreamReceiver {
+            stream,
+            call: call.clone(),
+        };
+        let mut out = StreamSender {
+            sink: OutSink::Duplex(sink),
+            call: call.clone(),
+        };
+        let result = f(&call, &mut input, &mut out);
+        let code = code_of(&result);
+        drop(input);
+        finish_stream(&call, out.sink, result);
+        call.finish(code);
+    });
+}
+
+fn finish_stream<T>(call: &Call, sink: OutSink<T>, result: RpcResult<()>) {
+    let done = match (sink, result) {
+        (OutSink::Server(mut sink), Ok(())) => futures_executor::block_on(sink.close()),
+        (OutSink::Duplex(mut sink), Ok(())) => futures_executor::block_on(sink.close()),
+        (OutSink::Server(sink), Err(err)) => {
+            log_failure(call, &err);
+            futures_executor::block_on(sink.fail(err.to_grpc_status()))
+        }
+        (OutSink::Duplex(sink), Err(err)) => {
+            log_failure(call, &err);
+            futures_executor::block_on(sink.fail(err.to_grpc_status()))
+        }
+    };
+    if done.is_err() {
+        call.cancelled.store(true, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespace_is_required_and_validated() {
+        let none = Call::for_test("s", "m", &[]);
+        let err = none.namespace_required().expect_err("missing");
+        assert_eq!(err.class(), crate::errdefs::Class::FailedPrecondition);
+        assert_eq!(err.message(), "namespace is required");
+
+        let bad = Call::for_test("s", "m", &[(NAMESPACE_HEADER, "-bad-")]);
+        let err = bad.namespace_required().expect_err("invalid");
+        assert_eq!(err.class(), crate::errdefs::Class::InvalidArgument);
+        assert!(err
+            .message()
+            .starts_with("namespace validation: identifier \"-bad-\""));
+
+        let good = Call::for_test("s", "m", &[(NAMESPACE_HEADER, "default")]);
+        assert_eq!(good.namespace_required().expect("ok"), "default");
+    }
+}

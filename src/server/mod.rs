@@ -1,0 +1,279 @@
+//! Boot and stop: the main thread's event loop and the threads it owns.
+//!
+//! Protocol (all messages are [`Event`]s on one crossbeam channel read by the main thread):
+//! 1. Block SIGTERM/SIGINT/SIGUSR1 and start `ctrd-signals` before any other thread exists,
+//!    so every later thread inherits the mask and no signal is lost during boot.
+//! 2. Create the top-level directories, apply `oom_score` and `cgroup.path`, check
+//!    `[timeouts]`.
+//! 3. Start `ctrd-init`: it initialises the plugins in graph order and answers
+//!    [`Event::Init`]. A SIGTERM meanwhile sets its cancel flag; the main thread then waits
+//!    for the answer and stops.
+//! 4. Start one thread per listener with the services of every loaded plugin; each answers
+//!    [`Event::ListenerReady`] or [`Event::ListenerFailed`].
+//! 5. Once all are ready, `ctrd-ready` waits for plugin readiness and sends [`Event::Ready`]:
+//!    health turns SERVING, `READY=1` goes to systemd.
+//! 6. SIGUSR1 dumps every thread's stack. SIGTERM/SIGINT (or a listener that dies on its
+//!    own) stop the daemon: `STOPPING=1`, health NOT_SERVING, listeners stopped (in-flight
+//!    calls drained, then cancelled), plugins closed in reverse init order, socket files
+//!    removed. A dead listener makes the exit status non-zero.
+
+mod apply;
+mod dirs;
+mod grpc;
+mod init;
+mod notify;
+mod signals;
+mod socket;
+pub mod stacks;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crossbeam_channel::Sender;
+
+pub use init::registry;
+
+use crate::config::{self, Config, ConfigError};
+use crate::errdefs::Error;
+use crate::plugin::{types, Readiness, RegistryError, Set};
+use crate::services::health::HealthService;
+use grpc::{Bind, GrpcListener, GrpcSettings};
+
+/// Why the daemon could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Dirs(String),
+    #[error("signal handling: {0}")]
+    Signals(std::io::Error),
+    #[error("oom_score: {0}")]
+    OomScore(String),
+    #[error("cgroup {0}")]
+    Cgroup(String),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error("plugin {0}: {1}")]
+    PluginConfig(String, ConfigError),
+    #[error("plugin {0}: {1}")]
+    Plugin(String, Error),
+    #[error("load required plugin {0}: {1}")]
+    RequiredPlugin(String, Error),
+    #[error("plugin failed after registering readiness {0}: {1}")]
+    ReadinessFailed(String, Error),
+    #[error("required plugin [{0}] not included")]
+    RequiredMissing(String),
+    #[error("{0}")]
+    Socket(String),
+    #[error("{0}: {1}")]
+    Listener(&'static str, String),
+    #[error("serve failure on {0}: {1}")]
+    ListenerExited(&'static str, String),
+    #[error("start-up cancelled")]
+    Cancelled,
+    #[error("{0} thread could not be started: {1}")]
+    Thread(&'static str, std::io::Error),
+}
+
+/// Messages to the main thread.
+pub enum Event {
+    Signal(i32),
+    Init(Result<Set, ServerError>),
+    ListenerReady(&'static str),
+    ListenerFailed(&'static str, ServerError),
+    ListenerExited(&'static str, String),
+    Ready,
+}
+
+/// Runs the daemon until it is stopped; `Ok` means a clean stop on a signal.
+pub fn run(config: Config) -> Result<(), ServerError> {
+    let started = Instant::now();
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let signals = signals::SignalThread::start(tx.clone())?;
+    let result = boot_and_serve(config, started, &tx, &rx);
+    signals.stop();
+    result
+}
+
+fn boot_and_serve(
+    config: Config,
+    started: Instant,
+    tx: &Sender<Event>,
+    rx: &crossbeam_channel::Receiver<Event>,
+) -> Result<(), ServerError> {
+    dirs::create_top_level(&config)?;
+    apply::apply(&config)?;
+    config::parse_timeouts(&config)?;
+    log::info!(
+        "starting ctrd version={} revision={}",
+        crate::VERSION,
+        crate::REVISION
+    );
+    let config = Arc::new(config);
+    let readiness = Readiness::new();
+    let cancel = Arc::new(AtomicBool::new(false));
+    let init = {
+        let (config, readiness, cancel, tx) = (
+            config.clone(),
+            readiness.clone(),
+            cancel.clone(),
+            tx.clone(),
+        );
+        std::thread::Builder::new()
+            .name("ctrd-init".into())
+            .spawn(move || {
+                let result = init::init_plugins(config, &readiness, &cancel);
+                let _ = tx.send(Event::Init(result));
+            })
+            .map_err(|err| ServerError::Thread("ctrd-init", err))?
+    };
+
+    // Step 3: wait for the plugins, handling signals meanwhile.
+    let mut stop_requested = false;
+    let set = loop {
+        match rx.recv().expect("the main thread holds a sender") {
+            Event::Signal(sig) if sig == libc::SIGUSR1 => stacks::dump_to_log_and_file(),
+            Event::Signal(sig) => {
+                log::info!("received signal {} during start-up", signal_name(sig));
+                stop_requested = true;
+                cancel.store(true, Ordering::SeqCst);
+            }
+            Event::Init(result) => break result,
+            _ => {}
+        }
+    };
+    let _ = init.join();
+    let set = match set {
+        Ok(set) => set,
+        Err(ServerError::Cancelled) => return Ok(()),
+        Err(err) => return Err(err),
+    };
+    if stop_requested {
+        notify::notify("STOPPING=1");
+        init::close_all(&set);
+        return Ok(());
+    }
+
+    // Step 4: listeners.
+    let health = set.value::<HealthService>(types::GRPC, "healthcheck");
+    let mut daemon = Daemon {
+        set,
+        listeners: Vec::new(),
+        health,
+    };
+    let expected = daemon.start_listeners(&config, tx)?;
+    let mut ready_listeners = 0;
+    let outcome = loop {
+        match rx.recv().expect("the main thread holds a sender") {
+            Event::Signal(sig) if sig == libc::SIGUSR1 => stacks::dump_to_log_and_file(),
+            Event::Signal(sig) => {
+                log::info!("received signal {}", signal_name(sig));
+                break Ok(());
+            }
+            Event::ListenerReady(name) => {
+                log::debug!("{name} ready");
+                ready_listeners += 1;
+                if ready_listeners == expected {
+                    spawn_ready_waiter(&readiness, tx)?;
+                }
+            }
+            Event::ListenerFailed(_, err) => break Err(err),
+            Event::ListenerExited(name, why) => break Err(ServerError::ListenerExited(name, why)),
+            Event::Ready => {
+                if let Some(health) = &daemon.health {
+                    health.set_serving();
+                }
+                notify::notify("READY=1");
+                log::info!(
+                    "ctrd successfully booted in {:.6}s",
+                    started.elapsed().as_secs_f64()
+                );
+            }
+            Event::Init(_) => {}
+        }
+    };
+    daemon.stop();
+    outcome
+}
+
+fn spawn_ready_waiter(readiness: &Readiness, tx: &Sender<Event>) -> Result<(), ServerError> {
+    let (readiness, tx) = (readiness.clone(), tx.clone());
+    std::thread::Builder::new()
+        .name("ctrd-ready".into())
+        .spawn(move || {
+            readiness.wait();
+            let _ = tx.send(Event::Ready);
+        })
+        .map(|_| ())
+        .map_err(|err| ServerError::Thread("ctrd-ready", err))
+}
+
+struct Daemon {
+    set: Set,
+    listeners: Vec<GrpcListener>,
+    health: Option<Arc<HealthService>>,
+}
+
+impl Daemon {
+    /// Starts every configured listener; returns how many will report.
+    fn start_listeners(
+        &mut self,
+        config: &Config,
+        tx: &Sender<Event>,
+    ) -> Result<usize, ServerError> {
+        let services = self.grpc_services();
+        let settings = GrpcSettings {
+            bind: Bind::Unix {
+                path: PathBuf::from(&config.grpc.address),
+                uid: config.grpc.uid,
+                gid: config.grpc.gid,
+            },
+            max_recv_message_size: config.grpc.max_recv_message_size,
+            max_send_message_size: config.grpc.max_send_message_size,
+            cq_threads: 1,
+        };
+        self.listeners.push(GrpcListener::spawn(
+            "ctrd-grpc",
+            settings,
+            services,
+            tx.clone(),
+        )?);
+        log::info!("try: ctr --address {} version", config.grpc.address);
+        Ok(self.listeners.len())
+    }
+
+    /// The gRPC services of every successfully loaded plugin, in init order.
+    fn grpc_services(&self) -> Vec<grpcio::Service> {
+        self.set
+            .all()
+            .iter()
+            .filter_map(|p| p.instance().ok()?.grpc().cloned())
+            .flat_map(|g| g.grpc_services())
+            .collect()
+    }
+
+    fn stop(self) {
+        notify::notify("STOPPING=1");
+        if let Some(health) = &self.health {
+            health.set_stopping();
+        }
+        for listener in self.listeners {
+            log::debug!("stopping {}", listener.name());
+            listener.stop();
+        }
+        init::close_all(&self.set);
+        log::info!("ctrd stopped");
+    }
+}
+
+fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        libc::SIGTERM => "terminated",
+        libc::SIGINT => "interrupt",
+        libc::SIGUSR1 => "user defined signal 1",
+        _ => "unknown",
+    }
+}

@@ -1,0 +1,10 @@
+//! containerd's services, each as plain Rust logic plus a thin gRPC adapter.
+//!
+//! Handlers run on grpcio's completion-queue thread (unary calls) or on a per-call thread
+//! (streams); see `crate::rpc`. Errors are `crate::errdefs::Error`, mapped to status codes
+//! once, in `crate::rpc`.
+
+pub mod deprecations;
+pub mod health;
+pub mod introspection;
+pub mod version;

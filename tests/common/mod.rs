@@ -1,0 +1,267 @@
+//! Shared harness for the integration tests: starts the real `ctrd` binary on temporary
+//! directories, waits until its socket answers, and stops it on drop.
+#![allow(dead_code)]
+
+use std::fs;
+use std::io::Read;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ctrd::api::health::{HealthCheckRequest, HealthClient, ServingStatus};
+use grpcio::{ChannelBuilder, EnvBuilder};
+
+/// How long a daemon may take to start or stop in tests (generous for slow CI machines).
+pub const START_DEADLINE: Duration = Duration::from_secs(30);
+
+pub fn ctrd_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_ctrd")
+}
+
+/// A required external tool; a missing tool fails the test loudly.
+pub fn require_tool(name: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path) {
+        let candidate = dir.join(name);
+        if candidate.is_file() {
+            return candidate;
+        }
+    }
+    panic!("required tool `{name}` is not installed (run scripts/setup)");
+}
+
+/// Polls `check` until it returns `Some` or the deadline passes.
+pub fn wait_for<T>(what: &str, deadline: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(start.elapsed() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A temporary base directory with short paths (unix socket paths are limited to 104 bytes).
+pub struct TestDir {
+    pub path: PathBuf,
+}
+
+impl TestDir {
+    pub fn new(name: &str) -> TestDir {
+        let base = std::env::var_os("CTRD_TEST_TMP")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/tmp"));
+        let path = base.join(format!(
+            "ctrd-{name}-{}-{}",
+            std::process::id(),
+            Instant::now().elapsed().as_nanos() % 100_000
+        ));
+        let _ = fs::remove_dir_all(&path);
+        fs::create_dir_all(&path).expect("create test dir");
+        TestDir { path }
+    }
+
+    pub fn join(&self, rel: &str) -> PathBuf {
+        self.path.join(rel)
+    }
+
+    pub fn write(&self, rel: &str, text: &str) -> PathBuf {
+        let path = self.join(rel);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).expect("mkdir");
+        }
+        fs::write(&path, text).expect("write file");
+        path
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.path);
+    }
+}
+
+/// A running ctrd.
+pub struct Daemon {
+    pub dir: TestDir,
+    pub socket: PathBuf,
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+/// How to start a daemon.
+#[derive(Default)]
+pub struct Options {
+    /// Config file text written to `config.toml` and passed with `--config`.
+    pub config: Option<String>,
+    pub extra_args: Vec<String>,
+    pub env: Vec<(String, String)>,
+}
+
+impl Daemon {
+    pub fn start(name: &str) -> Daemon {
+        Daemon::start_with(name, Options::default())
+    }
+
+    pub fn start_with(name: &str, options: Options) -> Daemon {
+        let dir = TestDir::new(name);
+        let socket = dir.join("ctrd.sock");
+        let log = dir.join("ctrd.log");
+        let mut cmd = Command::new(ctrd_bin());
+        cmd.arg("--root")
+            .arg(dir.join("root"))
+            .arg("--state")
+            .arg(dir.join("state"))
+            .arg("--address")
+            .arg(&socket)
+            .arg("--log-level")
+            .arg("debug");
+        if let Some(text) = &options.config {
+            let config = dir.write(
+                "config.toml",
+                &text.replace("@DIR@", &dir.path.to_string_lossy()),
+            );
+            cmd.arg("--config").arg(config);
+        } else {
+            // Never read the machine's /etc/ctrd/config.toml.
+            let config = dir.write("config.toml", "version = 3\n");
+            cmd.arg("--config").arg(config);
+        }
+        cmd.args(&options.extra_args);
+        for (k, v) in &options.env {
+            cmd.env(k, v);
+        }
+        let logfile = fs::File::create(&log).expect("log file");
+        cmd.stdin(Stdio::null())
+            .stdout(logfile.try_clone().expect("clone"))
+            .stderr(logfile);
+        let child = cmd.spawn().expect("spawn ctrd");
+        let mut daemon = Daemon {
+            dir,
+            socket,
+            log,
+            child: Some(child),
+        };
+        daemon.wait_serving();
+        daemon
+    }
+
+    fn wait_serving(&mut self) {
+        let socket = self.socket.clone();
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok())
+                .flatten()
+            {
+                panic!("ctrd exited early ({status}):\n{}", self.logs());
+            }
+            if socket.exists() && UnixStream::connect(&socket).is_ok() {
+                if let Ok(ServingStatus::SERVING) = health_check(&socket) {
+                    return;
+                }
+            }
+            assert!(
+                start.elapsed() < START_DEADLINE,
+                "ctrd did not become healthy:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().expect("running").id() as i32
+    }
+
+    pub fn logs(&self) -> String {
+        let mut text = String::new();
+        if let Ok(mut f) = fs::File::open(&self.log) {
+            let _ = f.read_to_string(&mut text);
+        }
+        text
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: sending a signal to our own child process.
+        let rc = unsafe { libc::kill(self.pid(), sig) };
+        assert_eq!(rc, 0, "kill failed");
+    }
+
+    /// Sends SIGTERM and waits; returns the exit status and how long it took.
+    pub fn terminate(&mut self) -> (ExitStatus, Duration) {
+        self.signal(libc::SIGTERM);
+        let start = Instant::now();
+        let mut child = self.child.take().expect("running");
+        let status = wait_for("ctrd to exit", START_DEADLINE, || {
+            child.try_wait().ok().flatten()
+        });
+        (status, start.elapsed())
+    }
+
+    /// `ctr --address <socket> <args>`.
+    pub fn ctr(&self, args: &[&str]) -> Output {
+        ctr(&self.socket, args)
+    }
+
+    /// Like [`Daemon::ctr`] but asserts success and returns stdout.
+    pub fn ctr_ok(&self, args: &[&str]) -> String {
+        let out = self.ctr(args);
+        assert!(
+            out.status.success(),
+            "ctr {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.logs()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn channel(&self) -> grpcio::Channel {
+        unix_channel(&self.socket)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub fn ctr(socket: &Path, args: &[&str]) -> Output {
+    Command::new(require_tool("ctr"))
+        .arg("--address")
+        .arg(socket)
+        .args(args)
+        .output()
+        .expect("run ctr")
+}
+
+pub fn unix_channel(socket: &Path) -> grpcio::Channel {
+    let env = Arc::new(EnvBuilder::new().cq_count(1).build());
+    ChannelBuilder::new(env).connect(&format!("unix:{}", socket.display()))
+}
+
+pub fn health_check(socket: &Path) -> grpcio::Result<ServingStatus> {
+    let client = HealthClient::new(unix_channel(socket));
+    let opt = grpcio::CallOption::default().timeout(Duration::from_secs(2));
+    client
+        .check_opt(&HealthCheckRequest::default(), opt)
+        .map(|r| r.status.enum_value_or_default())
+}
+
+/// Runs ctrd to completion with `args`; for commands that print or fail.
+pub fn run_ctrd(args: &[&str]) -> Output {
+    Command::new(ctrd_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ctrd")
+}

@@ -1,0 +1,207 @@
+//! The daemon end to end: Debian's `ctr` and a gRPC client against the real binary.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixDatagram;
+use std::time::Duration;
+
+use common::{Daemon, Options};
+use ctrd::api::health::{HealthCheckRequest, HealthClient, ServingStatus};
+use ctrd::api::introspection::{IntrospectionClient, PluginsRequest};
+use ctrd::api::version::VersionClient;
+use ctrd::api::Empty;
+
+#[test]
+fn ctr_version_reports_the_server_version_and_uuid() {
+    let daemon = Daemon::start("version");
+    let out = daemon.ctr_ok(&["version"]);
+    assert!(out.contains("Server:"), "{out}");
+    assert!(
+        out.contains(&format!("Version:  {}", ctrd::VERSION)),
+        "{out}"
+    );
+    let uuid_line = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("UUID:"))
+        .expect("uuid line");
+    let uuid = uuid_line.split_whitespace().last().expect("uuid");
+    assert_eq!(uuid.len(), 36, "{uuid_line}");
+    // The uuid persists under the introspection plugin's root.
+    let stored = std::fs::read_to_string(
+        daemon
+            .dir
+            .join("root/io.containerd.grpc.v1.introspection/uuid"),
+    )
+    .expect("uuid file");
+    assert_eq!(stored.trim(), uuid);
+}
+
+#[test]
+fn ctr_plugins_ls_lists_plugins_in_init_order_with_status() {
+    let daemon = Daemon::start("plugins");
+    let out = daemon.ctr_ok(&["plugins", "ls"]);
+    let rows: Vec<Vec<&str>> = out
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    let ids: Vec<(&str, &str)> = rows.iter().map(|r| (r[0], r[1])).collect();
+    assert_eq!(
+        ids,
+        [
+            ("io.containerd.warning.v1", "deprecations"),
+            ("io.containerd.service.v1", "introspection-service"),
+            ("io.containerd.grpc.v1", "introspection"),
+            ("io.containerd.grpc.v1", "version"),
+            ("io.containerd.grpc.v1", "healthcheck"),
+        ],
+        "{out}"
+    );
+    assert!(rows.iter().all(|r| r.last() == Some(&"ok")), "{out}");
+    let filtered = daemon.ctr_ok(&["plugins", "ls", "id==version"]);
+    assert_eq!(filtered.lines().count(), 2, "{filtered}");
+}
+
+#[test]
+fn grpc_clients_see_version_health_and_plugins() {
+    let daemon = Daemon::start("grpc");
+    let version = VersionClient::new(daemon.channel())
+        .version(&Empty::default())
+        .expect("version");
+    assert_eq!(version.version, ctrd::VERSION);
+
+    let health = HealthClient::new(daemon.channel());
+    let serving = health.check(&HealthCheckRequest::default()).expect("check");
+    assert_eq!(
+        serving.status.enum_value_or_default(),
+        ServingStatus::SERVING
+    );
+    let unknown = health
+        .check(&HealthCheckRequest {
+            service: "nope".into(),
+            ..Default::default()
+        })
+        .expect_err("unknown service");
+    match unknown {
+        grpcio::Error::RpcFailure(status) => {
+            assert_eq!(status.code(), grpcio::RpcStatusCode::NOT_FOUND);
+            assert_eq!(status.message(), "unknown service");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+
+    let intro = IntrospectionClient::new(daemon.channel());
+    let bad = intro
+        .plugins(&PluginsRequest {
+            filters: vec!["type==".into(), "id~=(".into()],
+            ..Default::default()
+        })
+        .expect_err("bad filter");
+    match bad {
+        grpcio::Error::RpcFailure(status) => {
+            assert_eq!(status.code(), grpcio::RpcStatusCode::INVALID_ARGUMENT)
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    // The daemon keeps serving after a bad request.
+    let server = intro.server(&Empty::default()).expect("server");
+    assert_eq!(server.pid, u64::from(daemon.pid() as u32));
+    assert!(server.pidns > 0);
+}
+
+#[test]
+fn sigterm_exits_zero_quickly_and_removes_the_socket() {
+    let mut daemon = Daemon::start("sigterm");
+    let mode = std::fs::metadata(&daemon.socket)
+        .expect("socket")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o660);
+    let (status, took) = daemon.terminate();
+    assert!(status.success(), "exit {status}:\n{}", daemon.logs());
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+    assert!(!daemon.socket.exists(), "socket left behind");
+}
+
+#[test]
+fn sigterm_with_an_open_watch_stream_still_exits_quickly() {
+    let mut daemon = Daemon::start("watch");
+    let health = HealthClient::new(daemon.channel());
+    let mut stream = health.watch(&HealthCheckRequest::default()).expect("watch");
+    let first = futures_executor::block_on(futures_util::StreamExt::next(&mut stream))
+        .expect("first message")
+        .expect("ok");
+    assert_eq!(first.status.enum_value_or_default(), ServingStatus::SERVING);
+    let (status, took) = daemon.terminate();
+    assert!(status.success(), "exit {status}:\n{}", daemon.logs());
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+}
+
+#[test]
+fn sigusr1_writes_every_thread_stack_to_a_file() {
+    let mut daemon = Daemon::start_with(
+        "usr1",
+        Options {
+            config: Some("version = 3\ntemp = '@DIR@/tmp'\n".into()),
+            ..Default::default()
+        },
+    );
+    daemon.signal(libc::SIGUSR1);
+    let dump = daemon
+        .dir
+        .join(&format!("tmp/ctrd.{}.stacks.log", daemon.pid()));
+    let text = common::wait_for("stack dump", common::START_DEADLINE, || {
+        let text = std::fs::read_to_string(&dump).ok()?;
+        (!text.is_empty()).then_some(text)
+    });
+    assert!(text.contains("\"ctrd-grpc\""), "{text}");
+    assert!(text.contains("\"ctrd-signals\""), "{text}");
+    assert!(daemon.logs().contains("BEGIN thread stack dump"));
+    let (status, _) = daemon.terminate();
+    assert!(status.success());
+}
+
+#[test]
+fn notify_socket_gets_ready_then_stopping() {
+    let dir = common::TestDir::new("notify");
+    let notify_path = dir.join("notify.sock");
+    let receiver = UnixDatagram::bind(&notify_path).expect("bind notify socket");
+    receiver
+        .set_read_timeout(Some(common::START_DEADLINE))
+        .expect("timeout");
+    let mut daemon = Daemon::start_with(
+        "notify",
+        Options {
+            env: vec![(
+                "NOTIFY_SOCKET".into(),
+                notify_path.to_string_lossy().into_owned(),
+            )],
+            ..Default::default()
+        },
+    );
+    let mut buf = [0u8; 64];
+    let n = receiver.recv(&mut buf).expect("READY=1");
+    assert_eq!(&buf[..n], b"READY=1");
+    let (status, _) = daemon.terminate();
+    assert!(status.success());
+    let n = receiver.recv(&mut buf).expect("STOPPING=1");
+    assert_eq!(&buf[..n], b"STOPPING=1");
+}
+
+#[test]
+fn plugin_dir_is_reported_as_a_deprecation_and_never_loaded() {
+    let daemon = Daemon::start_with(
+        "plugindir",
+        Options {
+            config: Some("version = 3\nplugin_dir = '@DIR@/plugins'\n".into()),
+            ..Default::default()
+        },
+    );
+    let intro = IntrospectionClient::new(daemon.channel());
+    let server = intro.server(&Empty::default()).expect("server");
+    let ids: Vec<&str> = server.deprecations.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(ids, ["io.containerd.deprecation/go-plugin-library"]);
+    assert!(server.deprecations[0].last_occurrence.seconds > 0);
+    assert!(daemon.logs().contains("never loads dynamic plugins"));
+}
