@@ -271,12 +271,30 @@ fn revision() {
         if out.status.success() {
             let rev = String::from_utf8_lossy(&out.stdout).trim().to_string();
             println!("cargo:rustc-env=CTRD_REVISION={rev}");
-            if let Ok(top) = std::process::Command::new("git")
-                .args(["rev-parse", "--git-dir"])
+            // Rebuild when HEAD moves: HEAD itself, and the branch it points to.
+            for args in [
+                &["rev-parse", "--git-path", "HEAD"][..],
+                &["rev-parse", "--git-path", "packed-refs"][..],
+            ] {
+                if let Ok(out) = std::process::Command::new("git").args(args).output() {
+                    let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+                    println!("cargo:rerun-if-changed={path}");
+                }
+            }
+            if let Ok(out) = std::process::Command::new("git")
+                .args(["symbolic-ref", "-q", "HEAD"])
                 .output()
             {
-                let dir = String::from_utf8_lossy(&top.stdout).trim().to_string();
-                println!("cargo:rerun-if-changed={dir}/HEAD");
+                let name = String::from_utf8_lossy(&out.stdout).trim().to_string();
+                if !name.is_empty() {
+                    if let Ok(path) = std::process::Command::new("git")
+                        .args(["rev-parse", "--git-path", &name])
+                        .output()
+                    {
+                        let path = String::from_utf8_lossy(&path.stdout).trim().to_string();
+                        println!("cargo:rerun-if-changed={path}");
+                    }
+                }
             }
         }
     }

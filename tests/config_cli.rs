@@ -193,3 +193,13 @@ fn overlong_socket_path_is_refused() {
     );
     assert!(!std::path::Path::new(&long).exists());
 }
+
+#[test]
+fn out_of_range_oom_score_is_fatal() {
+    fails_to_start(
+        "oom",
+        "version = 3\noom_score = 2000\n",
+        &[],
+        "oom_score: 2000 is out of range",
+    );
+}

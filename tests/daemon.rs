@@ -205,3 +205,47 @@ fn plugin_dir_is_reported_as_a_deprecation_and_never_loaded() {
     assert!(server.deprecations[0].last_occurrence.seconds > 0);
     assert!(daemon.logs().contains("never loads dynamic plugins"));
 }
+
+#[test]
+fn oom_score_is_applied_to_the_daemon() {
+    let daemon = Daemon::start_with(
+        "oomscore",
+        Options {
+            config: Some("version = 3\noom_score = 500\n".into()),
+            ..Default::default()
+        },
+    );
+    let adj = std::fs::read_to_string(format!("/proc/{}/oom_score_adj", daemon.pid()))
+        .expect("oom_score_adj");
+    // Raising the score is always permitted (lowering it needs CAP_SYS_RESOURCE).
+    assert_eq!(adj.trim(), "500");
+}
+
+#[test]
+fn max_recv_message_size_is_enforced() {
+    let daemon = Daemon::start_with(
+        "msgsize",
+        Options {
+            config: Some("version = 3\n[grpc]\nmax_recv_message_size = 64\n".into()),
+            ..Default::default()
+        },
+    );
+    let intro = IntrospectionClient::new(daemon.channel());
+    let big = PluginsRequest {
+        filters: vec!["id==".to_string() + &"x".repeat(200)],
+        ..Default::default()
+    };
+    match intro.plugins(&big).expect_err("too large") {
+        grpcio::Error::RpcFailure(status) => {
+            assert_eq!(status.code(), grpcio::RpcStatusCode::RESOURCE_EXHAUSTED)
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    let small = intro
+        .plugins(&PluginsRequest {
+            filters: vec!["id==version".into()],
+            ..Default::default()
+        })
+        .expect("small request");
+    assert_eq!(small.plugins.len(), 1);
+}

@@ -10,6 +10,12 @@ use crate::config::Config;
 /// `cgroup.path` (fatal on failure).
 pub fn apply(config: &Config) -> Result<(), ServerError> {
     if config.oom_score != 0 {
+        if !(-1000..=1000).contains(&config.oom_score) {
+            return Err(ServerError::OomScore(format!(
+                "{} is out of range (-1000..1000)",
+                config.oom_score
+            )));
+        }
         if let Err(err) = set_oom_score(config.oom_score) {
             log::warn!("failed to apply oom_score {}: {err}", config.oom_score);
         }
