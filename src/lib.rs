@@ -9,9 +9,12 @@
 //! - [`services`]: containerd's services as plain logic plus thin gRPC adapters.
 //! - [`rpc`]: the runtime under the generated gRPC glue (calls, streams, interceptors).
 //! - [`api`]: the generated protobuf messages and service glue, under stable names.
+//! - [`events`]: the event exchange (publish, forward, subscribe).
 //! - [`errdefs`]: error classes and their single mapping to gRPC/ttrpc codes.
 //! - [`filters`]: containerd's filter syntax.
 //! - [`identifiers`]: containerd's identifier rule.
+//! - [`metrics`]: the Prometheus registry and the gRPC interceptor.
+//! - [`debug`]: the `/debug` endpoints.
 //! - [`logging`]: logrus-style log lines.
 //! - [`sys`]: the few raw system calls (the only `unsafe` code).
 #![deny(unsafe_code)]
@@ -20,10 +23,13 @@ pub mod api;
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod debug;
 pub mod errdefs;
+pub mod events;
 pub mod filters;
 pub mod identifiers;
 pub mod logging;
+pub mod metrics;
 pub mod plugin;
 pub mod rpc;
 pub mod server;

@@ -22,6 +22,18 @@ pub type RpcResult<T> = Result<T, Error>;
 /// The gRPC metadata key carrying the namespace.
 pub const NAMESPACE_HEADER: &str = "containerd-namespace";
 
+/// The ttrpc metadata key carrying the namespace.
+pub const TTRPC_NAMESPACE_HEADER: &str = "containerd-namespace-ttrpc";
+
+/// The namespace a ttrpc caller sent, if any.
+pub fn ttrpc_namespace(ctx: &ttrpc::TtrpcContext) -> Option<&str> {
+    ctx.metadata
+        .get(TTRPC_NAMESPACE_HEADER)
+        .and_then(|values| values.first())
+        .map(String::as_str)
+        .filter(|ns| !ns.is_empty())
+}
+
 /// The four shapes of RPC (named as go-grpc-prometheus labels them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MethodKind {

@@ -146,6 +146,28 @@ pub fn trace_in_signal_handler(mut frame: impl FnMut(usize) -> bool) {
     }
 }
 
+/// The uid of the process at the other end of a connected unix socket.
+pub fn peer_uid(fd: RawFd) -> io::Result<u32> {
+    // SAFETY: ucred is plain data.
+    let mut cred: libc::ucred = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: the buffer and length are valid and sized for SO_PEERCRED; a bad fd is reported
+    // through the return value.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(cred.uid)
+}
+
 /// The raw descriptor number, for registering with mio.
 pub fn raw(fd: &OwnedFd) -> RawFd {
     fd.as_raw_fd()

@@ -51,6 +51,8 @@ fn ctr_plugins_ls_lists_plugins_in_init_order_with_status() {
         ids,
         [
             ("io.containerd.warning.v1", "deprecations"),
+            ("io.containerd.event.v1", "exchange"),
+            ("io.containerd.grpc.v1", "events"),
             ("io.containerd.service.v1", "introspection-service"),
             ("io.containerd.grpc.v1", "introspection"),
             ("io.containerd.grpc.v1", "version"),

@@ -52,7 +52,20 @@ pub mod health {
 
 /// `containerd.types`.
 pub mod types {
+    pub use super::generated::event::Envelope;
     pub use super::generated::platform::Platform;
+}
+
+/// `containerd.services.events.v1` (gRPC).
+pub mod events {
+    pub use super::generated::events::{ForwardRequest, PublishRequest, SubscribeRequest};
+    pub use super::glue::events_grpc::{create_events, Events, EventsClient};
+}
+
+/// `containerd.services.events.ttrpc.v1` (ttrpc: the shims' Forward).
+pub mod events_ttrpc {
+    pub use super::generated::ttrpc_events::ForwardRequest;
+    pub use super::generated::ttrpc_events_ttrpc::{create_events, Events, EventsClient};
 }
 
 /// `google.rpc.Status`.

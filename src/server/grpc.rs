@@ -1,30 +1,30 @@
-//! A gRPC listener: one named thread that owns a grpcio server.
-//!
-//! Protocol with the main thread:
-//! 1. [`GrpcListener::spawn`] starts the thread with the services to serve.
-//! 2. The thread builds the server, binds, starts it and sends [`Event::ListenerReady`] (or
-//!    [`Event::ListenerFailed`] and ends).
-//! 3. It blocks until [`GrpcListener::stop`] (or the handle is dropped).
-//! 4. It shuts the server down: in-flight calls get a grace period, then are cancelled.
-//!    If the thread ends any other way (a panic), [`Event::ListenerExited`] tells the main
-//!    thread, which stops the daemon.
+//! gRPC listeners (unix socket, TCP with optional TLS/mTLS): a grpcio server owned by its
+//! listener thread (see [`super::listener`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Receiver;
 use grpcio::{ChannelBuilder, EnvBuilder, ServerBuilder, ServerCredentials};
 
-use super::{socket, Event, ServerError};
+use super::listener::{Interrupt, Serving};
+use super::{socket, ServerError};
 
 /// How long in-flight calls may run on after stop before they are cancelled.
 const GRACE: Duration = Duration::from_millis(500);
 
-/// Where a listener binds.
+/// Where a gRPC listener binds.
 pub enum Bind {
-    Unix { path: PathBuf, uid: u32, gid: u32 },
+    Unix {
+        path: PathBuf,
+        uid: u32,
+        gid: u32,
+    },
+    Tcp {
+        address: String,
+        credentials: ServerCredentials,
+    },
 }
 
 /// What a gRPC listener serves and how.
@@ -36,105 +36,18 @@ pub struct GrpcSettings {
     pub cq_threads: usize,
 }
 
-/// Handle to a running gRPC listener thread.
-pub struct GrpcListener {
+struct GrpcServing {
     name: &'static str,
-    stop: Option<Sender<()>>,
-    join: Option<JoinHandle<()>>,
+    server: grpcio::Server,
+    socket: Option<PathBuf>,
 }
 
-/// Tells the main thread when the listener thread ends without being asked to.
-struct ExitGuard {
-    name: &'static str,
-    events: Sender<Event>,
-    stopping: bool,
-}
-
-impl Drop for ExitGuard {
-    fn drop(&mut self) {
-        if !self.stopping {
-            let why = if std::thread::panicking() {
-                "listener thread panicked"
-            } else {
-                "listener thread ended"
-            };
-            let _ = self
-                .events
-                .send(Event::ListenerExited(self.name, why.to_string()));
-        }
-    }
-}
-
-impl GrpcListener {
-    pub fn spawn(
-        name: &'static str,
-        settings: GrpcSettings,
-        services: Vec<grpcio::Service>,
-        events: Sender<Event>,
-    ) -> Result<GrpcListener, ServerError> {
-        let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
-        let join = std::thread::Builder::new()
-            .name(name.to_string())
-            .spawn(move || serve(name, settings, services, events, stop_rx))
-            .map_err(|err| ServerError::Listener(name, err.to_string()))?;
-        Ok(GrpcListener {
-            name,
-            stop: Some(stop_tx),
-            join: Some(join),
-        })
-    }
-
-    pub fn name(&self) -> &'static str {
-        self.name
-    }
-
-    /// Asks the thread to shut its server down and waits for it.
-    pub fn stop(mut self) {
-        self.stop.take();
-        if let Some(join) = self.join.take() {
-            if join.join().is_err() {
-                log::error!("{} panicked while stopping", self.name);
-            }
-        }
-    }
-}
-
-fn serve(
+/// Builds, binds and starts a gRPC server (run on the listener thread).
+pub fn start(
     name: &'static str,
     settings: GrpcSettings,
     services: Vec<grpcio::Service>,
-    events: Sender<Event>,
-    stop: Receiver<()>,
-) {
-    let mut guard = ExitGuard {
-        name,
-        events: events.clone(),
-        stopping: false,
-    };
-    let (mut server, socket_path) = match start(name, settings, services) {
-        Ok(started) => started,
-        Err(err) => {
-            guard.stopping = true;
-            let _ = events.send(Event::ListenerFailed(name, err));
-            return;
-        }
-    };
-    let _ = events.send(Event::ListenerReady(name));
-    // A message or a dropped handle both mean stop.
-    let _ = stop.recv();
-    guard.stopping = true;
-    shut_down(name, &mut server);
-    if let Some(path) = socket_path {
-        socket::remove(&path);
-    }
-    log::info!("{name} stopped");
-}
-
-fn start(
-    name: &'static str,
-    settings: GrpcSettings,
-    services: Vec<grpcio::Service>,
-) -> Result<(grpcio::Server, Option<PathBuf>), ServerError> {
+) -> Result<(Box<dyn Serving>, Option<Interrupt>), ServerError> {
     let fail = |err: String| ServerError::Listener(name, err);
     let env = Arc::new(
         EnvBuilder::new()
@@ -164,9 +77,37 @@ fn start(
             log::info!("serving gRPC on {}", path.display());
             Some(path)
         }
+        Bind::Tcp {
+            address,
+            credentials,
+        } => {
+            server
+                .add_listening_port(address.clone(), credentials)
+                .map_err(|err| fail(format!("listen on {address}: {err}")))?;
+            log::info!("serving gRPC on tcp {address}");
+            None
+        }
     };
     server.start();
-    Ok((server, socket_path))
+    Ok((
+        Box::new(GrpcServing {
+            name,
+            server,
+            socket: socket_path,
+        }),
+        None,
+    ))
+}
+
+impl Serving for GrpcServing {
+    fn run(mut self: Box<Self>, stop: Receiver<()>) -> Result<(), String> {
+        let _ = stop.recv();
+        shut_down(self.name, &mut self.server);
+        if let Some(path) = &self.socket {
+            socket::remove(path);
+        }
+        Ok(())
+    }
 }
 
 fn clamp(size: i64) -> i32 {

@@ -177,6 +177,8 @@ mod tests {
             uris,
             [
                 "io.containerd.warning.v1.deprecations",
+                "io.containerd.event.v1.exchange",
+                "io.containerd.grpc.v1.events",
                 "io.containerd.service.v1.introspection-service",
                 "io.containerd.grpc.v1.introspection",
                 "io.containerd.grpc.v1.version",

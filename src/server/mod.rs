@@ -20,11 +20,15 @@
 mod apply;
 mod dirs;
 mod grpc;
+pub mod http;
 mod init;
+mod listener;
 mod notify;
 mod signals;
 mod socket;
 pub mod stacks;
+mod tls;
+mod ttrpc;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,7 +43,8 @@ use crate::config::{self, Config, ConfigError};
 use crate::errdefs::Error;
 use crate::plugin::{types, Readiness, RegistryError, Set};
 use crate::services::health::HealthService;
-use grpc::{Bind, GrpcListener, GrpcSettings};
+use grpc::{Bind, GrpcSettings};
+use listener::Listener;
 
 /// Why the daemon could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +79,10 @@ pub enum ServerError {
     ListenerExited(&'static str, String),
     #[error("start-up cancelled")]
     Cancelled,
+    #[error("tls: {0}")]
+    Tls(String),
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
     #[error("{0} thread could not be started: {1}")]
     Thread(&'static str, std::io::Error),
 }
@@ -91,6 +100,8 @@ pub enum Event {
 /// Runs the daemon until it is stopped; `Ok` means a clean stop on a signal.
 pub fn run(config: Config) -> Result<(), ServerError> {
     let started = Instant::now();
+    // gRPC core's own diagnostics (TLS handshake failures…) go through our logger.
+    grpcio::redirect_log();
     let (tx, rx) = crossbeam_channel::unbounded();
     let signals = signals::SignalThread::start(tx.clone())?;
     let result = boot_and_serve(config, started, &tx, &rx);
@@ -164,7 +175,13 @@ fn boot_and_serve(
         listeners: Vec::new(),
         health,
     };
-    let expected = daemon.start_listeners(&config, tx)?;
+    let expected = match daemon.start_listeners(&config, started, tx) {
+        Ok(expected) => expected,
+        Err(err) => {
+            daemon.stop();
+            return Err(err);
+        }
+    };
     let mut ready_listeners = 0;
     let outcome = loop {
         match rx.recv().expect("the main thread holds a sender") {
@@ -213,19 +230,45 @@ fn spawn_ready_waiter(readiness: &Readiness, tx: &Sender<Event>) -> Result<(), S
 
 struct Daemon {
     set: Set,
-    listeners: Vec<GrpcListener>,
+    listeners: Vec<Listener>,
     health: Option<Arc<HealthService>>,
 }
 
 impl Daemon {
-    /// Starts every configured listener; returns how many will report.
+    /// Starts every configured listener, each on its own thread; returns how many will
+    /// report ready.
     fn start_listeners(
         &mut self,
         config: &Config,
+        started: Instant,
         tx: &Sender<Event>,
     ) -> Result<usize, ServerError> {
-        let services = self.grpc_services();
-        let settings = GrpcSettings {
+        // TLS material is checked before anything listens.
+        let tcp_credentials = if config.grpc.tcp_address.is_empty() {
+            None
+        } else {
+            tls::credentials(&config.grpc)?
+        };
+        // Metrics first, so the interceptor sees every call.
+        if !config.metrics.address.is_empty() {
+            let metrics = Arc::new(crate::metrics::Metrics::new(config.metrics.grpc_histogram)?);
+            crate::rpc::set_interceptor(metrics.clone());
+            let address = config.metrics.address.clone();
+            let handler: http::Handler = Arc::new(move |method: &str, url: &str| {
+                let path = url.split('?').next().unwrap_or(url);
+                if method == "GET" && path == "/v1/metrics" {
+                    http::Reply::ok("text/plain; version=0.0.4; charset=utf-8", metrics.render())
+                } else {
+                    http::Reply::not_found()
+                }
+            });
+            self.spawn("ctrd-metrics", tx, move || {
+                http::start("ctrd-metrics", http::HttpBind::Tcp(address), handler)
+            })?;
+        }
+
+        let services = self.grpc_services(|g| g.grpc_services());
+        let unix = GrpcSettings {
             bind: Bind::Unix {
                 path: PathBuf::from(&config.grpc.address),
                 uid: config.grpc.uid,
@@ -235,23 +278,103 @@ impl Daemon {
             max_send_message_size: config.grpc.max_send_message_size,
             cq_threads: 1,
         };
-        self.listeners.push(GrpcListener::spawn(
-            "ctrd-grpc",
-            settings,
-            services,
-            tx.clone(),
-        )?);
+        self.spawn("ctrd-grpc", tx, move || {
+            grpc::start("ctrd-grpc", unix, services)
+        })?;
+
+        if !config.grpc.tcp_address.is_empty() {
+            let tcp_services = self.grpc_services(|g| g.tcp_services());
+            if tcp_services.is_empty() {
+                log::info!("no tcp grpc services configured: skip plugin");
+            } else {
+                let credentials = match tcp_credentials {
+                    Some(credentials) => credentials,
+                    None => {
+                        log::warn!(
+                            "serving gRPC on tcp {} without TLS: anyone who can reach it can call ctrd",
+                            config.grpc.tcp_address
+                        );
+                        grpcio::ServerCredentials::insecure()
+                    }
+                };
+                let tcp = GrpcSettings {
+                    bind: Bind::Tcp {
+                        address: config.grpc.tcp_address.clone(),
+                        credentials,
+                    },
+                    max_recv_message_size: config.grpc.max_recv_message_size,
+                    max_send_message_size: config.grpc.max_send_message_size,
+                    cq_threads: 1,
+                };
+                self.spawn("ctrd-tcp", tx, move || {
+                    grpc::start("ctrd-tcp", tcp, tcp_services)
+                })?;
+            }
+        }
+
+        let methods: std::collections::HashMap<_, _> = self
+            .set
+            .all()
+            .iter()
+            .filter_map(|p| p.instance().ok()?.ttrpc().cloned())
+            .flat_map(|t| t.ttrpc_services())
+            .collect();
+        if methods.is_empty() || config.ttrpc.address.is_empty() {
+            log::info!("no ttrpc services or address: not serving ttrpc");
+        } else {
+            let path = PathBuf::from(&config.ttrpc.address);
+            let (uid, gid) = (config.ttrpc.uid, config.ttrpc.gid);
+            self.spawn("ctrd-ttrpc", tx, move || {
+                ttrpc::start(path, uid, gid, methods)
+            })?;
+        }
+
+        if !config.debug.address.is_empty() {
+            let bind = if config.debug.address.starts_with('/') {
+                http::HttpBind::Unix {
+                    path: PathBuf::from(&config.debug.address),
+                    uid: config.debug.uid,
+                    gid: config.debug.gid,
+                }
+            } else {
+                http::HttpBind::Tcp(config.debug.address.clone())
+            };
+            let debug = crate::debug::Debug::new(started, self.set.clone());
+            let handler: http::Handler =
+                Arc::new(move |method: &str, url: &str| debug.handle(method, url));
+            self.spawn("ctrd-debug", tx, move || {
+                http::start("ctrd-debug", bind, handler)
+            })?;
+        }
+
         log::info!("try: ctr --address {} version", config.grpc.address);
         Ok(self.listeners.len())
     }
 
+    fn spawn(
+        &mut self,
+        name: &'static str,
+        tx: &Sender<Event>,
+        start: impl FnOnce()
+                -> Result<(Box<dyn listener::Serving>, Option<listener::Interrupt>), ServerError>
+            + Send
+            + 'static,
+    ) -> Result<(), ServerError> {
+        self.listeners
+            .push(Listener::spawn(name, tx.clone(), start)?);
+        Ok(())
+    }
+
     /// The gRPC services of every successfully loaded plugin, in init order.
-    fn grpc_services(&self) -> Vec<grpcio::Service> {
+    fn grpc_services(
+        &self,
+        pick: impl Fn(&dyn crate::plugin::GrpcServices) -> Vec<grpcio::Service>,
+    ) -> Vec<grpcio::Service> {
         self.set
             .all()
             .iter()
             .filter_map(|p| p.instance().ok()?.grpc().cloned())
-            .flat_map(|g| g.grpc_services())
+            .flat_map(|g| pick(g.as_ref()))
             .collect()
     }
 
@@ -260,7 +383,7 @@ impl Daemon {
         if let Some(health) = &self.health {
             health.set_stopping();
         }
-        for listener in self.listeners {
+        for listener in self.listeners.into_iter().rev() {
             log::debug!("stopping {}", listener.name());
             listener.stop();
         }

@@ -143,6 +143,11 @@ impl GrpcServices for Services {
     fn grpc_services(&self) -> Vec<grpcio::Service> {
         vec![create_health(self.0.clone())]
     }
+
+    /// Offered on the TCP listener too, so remote clients can identify and probe ctrd.
+    fn tcp_services(&self) -> Vec<grpcio::Service> {
+        self.grpc_services()
+    }
 }
 
 /// `io.containerd.grpc.v1.healthcheck`.

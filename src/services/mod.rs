@@ -5,6 +5,7 @@
 //! once, in `crate::rpc`.
 
 pub mod deprecations;
+pub mod events;
 pub mod health;
 pub mod introspection;
 pub mod version;

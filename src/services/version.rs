@@ -24,6 +24,11 @@ impl GrpcServices for VersionService {
     fn grpc_services(&self) -> Vec<grpcio::Service> {
         vec![create_version(Arc::new(VersionService))]
     }
+
+    /// Offered on the TCP listener too, so remote clients can identify and probe ctrd.
+    fn tcp_services(&self) -> Vec<grpcio::Service> {
+        self.grpc_services()
+    }
 }
 
 /// `io.containerd.grpc.v1.version`.

@@ -1,0 +1,150 @@
+//! The debug endpoints: `/debug/vars` (JSON), `/debug/pprof/` (index), a CPU profile at
+//! `/debug/pprof/profile?seconds=N` and a thread dump at `/debug/pprof/threads`.
+
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use crate::plugin::Set;
+use crate::server::http::Reply;
+
+/// The longest CPU profile one request may ask for.
+const MAX_PROFILE: Duration = Duration::from_secs(60);
+
+/// State the debug endpoints report on.
+pub struct Debug {
+    started: Instant,
+    plugins: Set,
+}
+
+impl Debug {
+    pub fn new(started: Instant, plugins: Set) -> Debug {
+        Debug { started, plugins }
+    }
+
+    /// Routes one request.
+    pub fn handle(&self, method: &str, url: &str) -> Reply {
+        if method != "GET" {
+            return Reply::error(405, "method not allowed");
+        }
+        let (path, query) = url.split_once('?').unwrap_or((url, ""));
+        match path {
+            "/debug/vars" => Reply::ok("application/json; charset=utf-8", self.vars()),
+            "/debug/pprof/" | "/debug/pprof" => Reply::ok("text/html; charset=utf-8", INDEX),
+            "/debug/pprof/threads" | "/debug/pprof/goroutine" => {
+                Reply::ok("text/plain; charset=utf-8", crate::server::stacks::dump())
+            }
+            "/debug/pprof/profile" => profile(query),
+            _ => Reply::not_found(),
+        }
+    }
+
+    fn vars(&self) -> String {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let field = |name: &str| -> u64 {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+                .unwrap_or(0)
+        };
+        let cmdline: Vec<String> = std::env::args().map(|a| json_string(&a)).collect();
+        let mut out = String::from("{\n");
+        let _ = writeln!(out, "\"cmdline\": [{}],", cmdline.join(", "));
+        let _ = writeln!(
+            out,
+            "\"memory\": {{\"rss_bytes\": {}, \"peak_rss_bytes\": {}, \"virtual_bytes\": {}}},",
+            field("VmRSS:") * 1024,
+            field("VmHWM:") * 1024,
+            field("VmSize:") * 1024
+        );
+        let _ = writeln!(out, "\"threads\": {},", field("Threads:"));
+        let _ = writeln!(
+            out,
+            "\"uptime_seconds\": {:.3},",
+            self.started.elapsed().as_secs_f64()
+        );
+        let _ = writeln!(out, "\"plugins\": {},", self.plugins.len());
+        let _ = writeln!(out, "\"version\": {}", json_string(crate::VERSION));
+        out.push('}');
+        out.push('\n');
+        out
+    }
+}
+
+fn profile(query: &str) -> Reply {
+    let seconds = query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("seconds="))
+        .map(|v| v.parse::<u64>())
+        .unwrap_or(Ok(30));
+    let seconds = match seconds {
+        Ok(s) if s > 0 => Duration::from_secs(s).min(MAX_PROFILE),
+        _ => return Reply::error(400, "seconds must be a positive whole number"),
+    };
+    let _ = seconds;
+    Reply::error(503, "cpu profiling is not available yet")
+}
+
+const INDEX: &str = "<html><head><title>/debug/pprof/</title></head><body>\n\
+<p>ctrd profiles:</p>\n<ul>\n\
+<li><a href=\"profile?seconds=30\">profile</a>: CPU profile (pprof format)</li>\n\
+<li><a href=\"threads\">threads</a>: every thread's stack</li>\n\
+</ul>\n<p><a href=\"/debug/vars\">/debug/vars</a></p>\n</body></html>\n";
+
+/// A JSON string literal.
+pub fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vars_is_json_with_the_expected_keys() {
+        let debug = Debug::new(Instant::now(), Set::new());
+        let reply = debug.handle("GET", "/debug/vars");
+        assert_eq!(reply.status, 200);
+        let text = String::from_utf8(reply.body).expect("utf8");
+        for key in [
+            "\"cmdline\"",
+            "\"memory\"",
+            "\"threads\"",
+            "\"uptime_seconds\"",
+            "\"plugins\": 0",
+        ] {
+            assert!(text.contains(key), "{key} in {text}");
+        }
+    }
+
+    #[test]
+    fn unknown_paths_are_404_and_bad_seconds_400() {
+        let debug = Debug::new(Instant::now(), Set::new());
+        assert_eq!(debug.handle("GET", "/nope").status, 404);
+        assert_eq!(
+            debug.handle("GET", "/debug/pprof/profile?seconds=x").status,
+            400
+        );
+        assert_eq!(debug.handle("POST", "/debug/vars").status, 405);
+        assert_eq!(debug.handle("GET", "/debug/pprof/").status, 200);
+    }
+
+    #[test]
+    fn json_strings_are_escaped() {
+        assert_eq!(json_string("a\"b\\\n"), "\"a\\\"b\\\\\\n\"");
+    }
+}

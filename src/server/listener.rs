@@ -1,0 +1,138 @@
+//! One named thread per listener, started and stopped over crossbeam channels.
+//!
+//! Protocol with the main thread:
+//! 1. [`Listener::spawn`] starts the thread with a `start` function.
+//! 2. The thread runs `start` (build, bind, start serving) and sends
+//!    [`Event::ListenerReady`] or [`Event::ListenerFailed`] (and ends).
+//! 3. [`Serving::run`] blocks on the thread until [`Listener::stop`] sends on the stop
+//!    channel (or calls the interrupt hook, for servers that own the thread's loop).
+//! 4. `run` shuts its server down (drain, then cancel) and returns; socket files are
+//!    removed. A thread that ends any other way (a panic, a serve failure) sends
+//!    [`Event::ListenerExited`], and the main thread stops the daemon.
+
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Receiver, Sender};
+
+use super::{Event, ServerError};
+
+/// A started server, owned by its listener thread.
+pub trait Serving: Send {
+    /// Serves until `stop` fires (a message or a dropped sender), then shuts down.
+    /// An `Err` means the server failed on its own.
+    fn run(self: Box<Self>, stop: Receiver<()>) -> Result<(), String>;
+}
+
+/// Wakes a server that blocks its own thread (e.g. tiny_http's accept loop).
+pub type Interrupt = Box<dyn Fn() + Send>;
+
+/// Handle to a running listener thread.
+pub struct Listener {
+    name: &'static str,
+    stop: Option<Sender<()>>,
+    interrupt: Option<Interrupt>,
+    join: Option<JoinHandle<()>>,
+}
+
+struct ExitGuard {
+    name: &'static str,
+    events: Sender<Event>,
+    expected: bool,
+}
+
+impl Drop for ExitGuard {
+    fn drop(&mut self) {
+        if !self.expected {
+            let why = if std::thread::panicking() {
+                "listener thread panicked".to_string()
+            } else {
+                "listener thread ended".to_string()
+            };
+            let _ = self.events.send(Event::ListenerExited(self.name, why));
+        }
+    }
+}
+
+type StartFn =
+    Box<dyn FnOnce() -> Result<(Box<dyn Serving>, Option<Interrupt>), ServerError> + Send>;
+
+impl Listener {
+    /// Starts the thread `name`; `start` builds and starts the server on it. The interrupt
+    /// hook it may return is kept by the handle.
+    pub fn spawn(
+        name: &'static str,
+        events: Sender<Event>,
+        start: impl FnOnce() -> Result<(Box<dyn Serving>, Option<Interrupt>), ServerError>
+            + Send
+            + 'static,
+    ) -> Result<Listener, ServerError> {
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
+        let (hook_tx, hook_rx) = crossbeam_channel::bounded::<Option<Interrupt>>(1);
+        let start: StartFn = Box::new(start);
+        let join = std::thread::Builder::new()
+            .name(name.to_string())
+            .spawn(move || {
+                let mut guard = ExitGuard {
+                    name,
+                    events: events.clone(),
+                    expected: false,
+                };
+                let serving = match start() {
+                    Ok((serving, interrupt)) => {
+                        let _ = hook_tx.send(interrupt);
+                        serving
+                    }
+                    Err(err) => {
+                        guard.expected = true;
+                        let _ = hook_tx.send(None);
+                        let _ = events.send(Event::ListenerFailed(name, err));
+                        return;
+                    }
+                };
+                let _ = events.send(Event::ListenerReady(name));
+                let stopping = stop_rx.clone();
+                let result = serving.run(stop_rx);
+                // Ending because stop was asked for is expected; anything else is not.
+                let asked = matches!(
+                    stopping.try_recv(),
+                    Err(crossbeam_channel::TryRecvError::Disconnected) | Ok(())
+                );
+                match result {
+                    Ok(()) if asked => {
+                        guard.expected = true;
+                        log::info!("{name} stopped");
+                    }
+                    Ok(()) => {}
+                    Err(err) => {
+                        guard.expected = true;
+                        let _ = events.send(Event::ListenerExited(name, err));
+                    }
+                }
+            })
+            .map_err(|err| ServerError::Thread(name, err))?;
+        let interrupt = hook_rx.recv().ok().flatten();
+        Ok(Listener {
+            name,
+            stop: Some(stop_tx),
+            interrupt,
+            join: Some(join),
+        })
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Asks the thread to stop its server and waits for it.
+    pub fn stop(mut self) {
+        self.stop.take();
+        if let Some(interrupt) = &self.interrupt {
+            interrupt();
+        }
+        if let Some(join) = self.join.take() {
+            if join.join().is_err() {
+                log::error!("{} panicked while stopping", self.name);
+            }
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! `containerd.services.events.v1.Events` (gRPC) and the ttrpc `Forward` that shims call,
+//! over the [`Exchange`](crate::events::Exchange).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::api::events::{create_events, Events, ForwardRequest, PublishRequest, SubscribeRequest};
+use crate::api::events_ttrpc;
+use crate::api::types::Envelope;
+use crate::api::Empty;
+use crate::errdefs::Error;
+use crate::events::Exchange;
+use crate::plugin::{types, GrpcServices, Instance, Registration, TtrpcServices};
+use crate::rpc::{Call, RpcResult, StreamSender};
+
+/// How often an idle Subscribe stream checks whether its client is gone.
+const IDLE_CHECK: Duration = Duration::from_secs(1);
+
+/// The events service over one exchange.
+pub struct EventsService {
+    exchange: Arc<Exchange>,
+}
+
+impl Events for EventsService {
+    fn publish(&self, call: &Call, req: PublishRequest) -> RpcResult<Empty> {
+        let namespace = call
+            .namespace_required()
+            .map_err(|err| err.context("failed publishing event"))?;
+        let event = req.event.into_option().unwrap_or_default();
+        self.exchange.publish(namespace, &req.topic, event)?;
+        Ok(Empty::default())
+    }
+
+    fn forward(&self, _call: &Call, req: ForwardRequest) -> RpcResult<Empty> {
+        forward(&self.exchange, req.envelope.into_option())
+    }
+
+    fn subscribe(
+        &self,
+        call: &Call,
+        req: SubscribeRequest,
+        out: &mut StreamSender<Envelope>,
+    ) -> RpcResult<()> {
+        let subscription = self.exchange.subscribe(&req.filters)?;
+        loop {
+            match subscription.events.recv_timeout(IDLE_CHECK) {
+                Ok(envelope) => out.send(envelope)?,
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                    if call.is_cancelled() {
+                        return Ok(());
+                    }
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return Ok(()),
+            }
+        }
+    }
+}
+
+fn forward(exchange: &Exchange, envelope: Option<Envelope>) -> RpcResult<Empty> {
+    let envelope = envelope
+        .ok_or_else(|| Error::invalid_argument("envelope must be set: invalid argument"))?;
+    exchange.forward(envelope)?;
+    Ok(Empty::default())
+}
+
+impl events_ttrpc::Events for EventsService {
+    fn forward(
+        &self,
+        _ctx: &ttrpc::TtrpcContext,
+        req: events_ttrpc::ForwardRequest,
+    ) -> ttrpc::Result<Empty> {
+        forward(&self.exchange, req.envelope.into_option()).map_err(|err| {
+            ttrpc::Error::RpcStatus(ttrpc::get_status(err.ttrpc_code(), err.message()))
+        })
+    }
+}
+
+impl GrpcServices for EventsService {
+    fn grpc_services(&self) -> Vec<grpcio::Service> {
+        vec![create_events(Arc::new(EventsService {
+            exchange: self.exchange.clone(),
+        }))]
+    }
+}
+
+impl TtrpcServices for EventsService {
+    fn ttrpc_services(&self) -> HashMap<String, Box<dyn ttrpc::MethodHandler + Send + Sync>> {
+        events_ttrpc::create_events(Arc::new(EventsService {
+            exchange: self.exchange.clone(),
+        }))
+    }
+}
+
+/// `io.containerd.event.v1.exchange` and `io.containerd.grpc.v1.events`.
+pub fn registrations() -> Vec<Registration> {
+    vec![
+        Registration::new(types::EVENT, "exchange", |_ic| {
+            let exchange = Arc::new(Exchange::new());
+            let closing = exchange.clone();
+            Ok(Instance::new(exchange).with_close(move || closing.close()))
+        }),
+        Registration::new(types::GRPC, "events", |ic| {
+            let exchange = ic
+                .plugins()
+                .get_single(types::EVENT)?
+                .instance()
+                .map_err(Clone::clone)?
+                .get::<Exchange>()
+                .ok_or_else(|| Error::internal("event plugin is not an exchange"))?;
+            let service = Arc::new(EventsService { exchange });
+            Ok(Instance::new(service.clone())
+                .with_grpc(service.clone())
+                .with_ttrpc(service))
+        })
+        .requires(&[types::EVENT]),
+    ]
+}
