@@ -94,6 +94,11 @@ impl Call {
             cancelled: Arc::new(AtomicBool::new(false)),
             started: Instant::now(),
         };
+        log::debug!(
+            "rpc /{service}/{method} namespace={:?} ttrpc-namespace={:?}",
+            call.namespace().unwrap_or(""),
+            call.header(TTRPC_NAMESPACE_HEADER).unwrap_or("")
+        );
         if let Some(i) = interceptor() {
             i.started(&call, kind);
         }

@@ -251,3 +251,16 @@ fn max_recv_message_size_is_enforced() {
         .expect("small request");
     assert_eq!(small.plugins.len(), 1);
 }
+
+#[test]
+fn ctr_namespace_reaches_the_server() {
+    let daemon = Daemon::start("nsheaders");
+    daemon.ctr_ok(&["--namespace", "edge-1", "plugins", "ls"]);
+    let logs = daemon.logs();
+    assert!(
+        logs.contains(
+            "rpc /containerd.services.introspection.v1.Introspection/Plugins namespace=\\\"edge-1\\\""
+        ),
+        "{logs}"
+    );
+}
