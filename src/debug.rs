@@ -81,8 +81,13 @@ fn profile(query: &str) -> Reply {
         Ok(s) if s > 0 => Duration::from_secs(s).min(MAX_PROFILE),
         _ => return Reply::error(400, "seconds must be a positive whole number"),
     };
-    let _ = seconds;
-    Reply::error(503, "cpu profiling is not available yet")
+    match crate::server::profile::cpu_profile(seconds, 100) {
+        Ok(bytes) => Reply::ok("application/octet-stream", bytes),
+        Err(crate::server::profile::ProfileError::Busy) => {
+            Reply::error(409, "another CPU profile is running")
+        }
+        Err(err) => Reply::error(500, err),
+    }
 }
 
 const INDEX: &str = "<html><head><title>/debug/pprof/</title></head><body>\n\

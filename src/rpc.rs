@@ -4,6 +4,9 @@
 //!
 //! Threads: unary handlers run inline on grpcio's completion-queue thread (no hand-off);
 //! streaming handlers get a `ctrd-stream` thread each, which blocks on grpcio's futures.
+//!
+//! A streaming handler learns that its client left from a failed [`StreamSender::send`],
+//! from [`StreamSender::is_closed`], or while waiting, from [`StreamSender::closed_signal`].
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -156,8 +159,8 @@ impl Call {
         Ok(ns)
     }
 
-    /// True once the client went away or the server cancelled the call (noticed when a
-    /// message could not be sent).
+    /// True once a streaming call is known to be over early: a send or receive failed, or
+    /// the stream's `is_closed`/`closed_signal` saw the client leave. Always false for unary.
     pub fn is_cancelled(&self) -> bool {
         self.cancelled.load(Ordering::Relaxed)
     }
@@ -192,13 +195,29 @@ enum OutSink<T> {
 }
 
 /// Sends the messages of a streaming response; blocks until grpcio took each one.
+///
+/// Once grpcio reported the call over (the client cancelled or went away), the sink is never
+/// polled again (grpcio panics on a second poll of its finished call): `send` fails at once
+/// and the runtime does not try to close it.
 pub struct StreamSender<T> {
     sink: OutSink<T>,
     call: Arc<Call>,
+    closed: bool,
 }
 
 impl<T> StreamSender<T> {
+    fn new(sink: OutSink<T>, call: Arc<Call>) -> Self {
+        StreamSender {
+            sink,
+            call,
+            closed: false,
+        }
+    }
+
     pub fn send(&mut self, msg: T) -> RpcResult<()> {
+        if self.closed {
+            return Err(client_gone());
+        }
         let item = (msg, WriteFlags::default());
         let result = match &mut self.sink {
             OutSink::Server(sink) => futures_executor::block_on(sink.send(item)),
@@ -210,13 +229,79 @@ impl<T> StreamSender<T> {
                 Ok(())
             }
             Err(err) => {
-                self.call.cancelled.store(true, Ordering::Relaxed);
-                Err(Error::new(
-                    crate::errdefs::Class::Canceled,
-                    format!("send failed: {err}"),
-                ))
+                log::debug!(
+                    "/{}/{}: send failed: {err}",
+                    self.call.service,
+                    self.call.method
+                );
+                self.mark_closed();
+                Err(client_gone())
             }
         }
+    }
+
+    /// True once the client cancelled or went away (checked without blocking). Disarms a
+    /// signal from an earlier [`closed_signal`](StreamSender::closed_signal).
+    pub fn is_closed(&mut self) -> bool {
+        let mut cx = std::task::Context::from_waker(futures_util::task::noop_waker_ref());
+        self.poll_closed(&mut cx)
+    }
+
+    /// A channel that receives `()` once the client cancels or goes away, so a handler can
+    /// wait for its own events and for the client at once (`crossbeam_channel::select!`).
+    /// The signal is armed for the next wait only: call this again after every [`send`].
+    ///
+    /// [`send`]: StreamSender::send
+    pub fn closed_signal(&mut self) -> crossbeam_channel::Receiver<()> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let waker = std::task::Waker::from(Arc::new(SignalWaker {
+            signal: tx.clone(),
+            cancelled: self.call.cancelled.clone(),
+        }));
+        let mut cx = std::task::Context::from_waker(&waker);
+        if self.poll_closed(&mut cx) {
+            let _ = tx.try_send(());
+        }
+        rx
+    }
+
+    /// Polls grpcio's end-of-call notification; registers `cx`'s waker while the call lives.
+    fn poll_closed(&mut self, cx: &mut std::task::Context<'_>) -> bool {
+        if self.closed {
+            return true;
+        }
+        let ready = match &mut self.sink {
+            OutSink::Server(sink) => sink.poll_ready_unpin(cx),
+            OutSink::Duplex(sink) => sink.poll_ready_unpin(cx),
+        };
+        if matches!(ready, std::task::Poll::Ready(Err(_))) {
+            self.mark_closed();
+        }
+        self.closed
+    }
+
+    fn mark_closed(&mut self) {
+        self.closed = true;
+        self.call.cancelled.store(true, Ordering::Relaxed);
+    }
+}
+
+/// What `send` returns once the call is over.
+fn client_gone() -> Error {
+    Error::new(crate::errdefs::Class::Canceled, "context canceled")
+}
+
+/// Wakes a handler waiting in `select!` by posting to its channel. grpcio wakes it only
+/// when the call ended, so it also marks the call cancelled.
+struct SignalWaker {
+    signal: crossbeam_channel::Sender<()>,
+    cancelled: Arc<AtomicBool>,
+}
+
+impl std::task::Wake for SignalWaker {
+    fn wake(self: Arc<Self>) {
+        self.cancelled.store(true, Ordering::Relaxed);
+        let _ = self.signal.try_send(());
     }
 }
 
@@ -236,10 +321,13 @@ impl<T> Iterator for StreamReceiver<T> {
                 self.call.received();
                 Ok(msg)
             }
-            Err(err) => Err(Error::new(
-                crate::errdefs::Class::Canceled,
-                format!("receive failed: {err}"),
-            )),
+            Err(err) => {
+                self.call.cancelled.store(true, Ordering::Relaxed);
+                Err(Error::new(
+                    crate::errdefs::Class::Canceled,
+                    format!("receive failed: {err}"),
+                ))
+            }
         })
     }
 }
@@ -323,13 +411,10 @@ pub fn server_streaming<Req, Resp>(
     let call = Arc::new(Call::new(&ctx, service, method, MethodKind::ServerStream));
     call.received();
     spawn_stream(&call.clone(), move || {
-        let mut out = StreamSender {
-            sink: OutSink::Server(sink),
-            call: call.clone(),
-        };
+        let mut out = StreamSender::new(OutSink::Server(sink), call.clone());
         let result = f(&call, req, &mut out);
         let code = code_of(&result);
-        finish_stream(&call, out.sink, result);
+        finish_stream(&call, out, result);
         call.finish(code);
     });
 }
@@ -391,30 +476,39 @@ pub fn duplex_streaming<Req, Resp>(
             stream,
             call: call.clone(),
         };
-        let mut out = StreamSender {
-            sink: OutSink::Duplex(sink),
-            call: call.clone(),
-        };
+        let mut out = StreamSender::new(OutSink::Duplex(sink), call.clone());
         let result = f(&call, &mut input, &mut out);
         let code = code_of(&result);
+        finish_stream(&call, out, result);
+        // Only now: grpcio cancels the call when an unfinished request stream is dropped,
+        // and the handler may return without reading to the end.
         drop(input);
-        finish_stream(&call, out.sink, result);
         call.finish(code);
     });
 }
 
-fn finish_stream<T>(call: &Call, sink: OutSink<T>, result: RpcResult<()>) {
-    let done = match (sink, result) {
-        (OutSink::Server(mut sink), Ok(())) => futures_executor::block_on(sink.close()),
-        (OutSink::Duplex(mut sink), Ok(())) => futures_executor::block_on(sink.close()),
-        (OutSink::Server(sink), Err(err)) => {
-            log_failure(call, &err);
-            futures_executor::block_on(sink.fail(err.to_grpc_status()))
+fn finish_stream<T>(call: &Call, out: StreamSender<T>, result: RpcResult<()>) {
+    if let Err(err) = &result {
+        log_failure(call, err);
+    }
+    let status = match result {
+        // A finished call must not be polled again: `fail` is the one finisher that checks.
+        Ok(()) if out.closed => client_gone().to_grpc_status(),
+        Ok(()) => {
+            let done = match out.sink {
+                OutSink::Server(mut sink) => futures_executor::block_on(sink.close()),
+                OutSink::Duplex(mut sink) => futures_executor::block_on(sink.close()),
+            };
+            if done.is_err() {
+                call.cancelled.store(true, Ordering::Relaxed);
+            }
+            return;
         }
-        (OutSink::Duplex(sink), Err(err)) => {
-            log_failure(call, &err);
-            futures_executor::block_on(sink.fail(err.to_grpc_status()))
-        }
+        Err(err) => err.to_grpc_status(),
+    };
+    let done = match out.sink {
+        OutSink::Server(sink) => futures_executor::block_on(sink.fail(status)),
+        OutSink::Duplex(sink) => futures_executor::block_on(sink.fail(status)),
     };
     if done.is_err() {
         call.cancelled.store(true, Ordering::Relaxed);

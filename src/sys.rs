@@ -146,6 +146,125 @@ pub fn trace_in_signal_handler(mut frame: impl FnMut(usize) -> bool) {
     }
 }
 
+/// A handler for a signal that wants the interrupted instruction's address: `on_signal`
+/// runs inside the signal handler, so it must not allocate or take locks.
+pub trait InterruptHandler {
+    fn on_signal(pc: usize);
+}
+
+extern "C" fn interrupt_trampoline<H: InterruptHandler>(
+    _sig: libc::c_int,
+    _info: *mut libc::siginfo_t,
+    context: *mut libc::c_void,
+) {
+    H::on_signal(interrupted_pc(context));
+}
+
+/// The program counter saved in the `ucontext_t` the kernel handed to a signal handler.
+fn interrupted_pc(context: *mut libc::c_void) -> usize {
+    if context.is_null() {
+        return 0;
+    }
+    let context = context.cast::<libc::ucontext_t>();
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: with SA_SIGINFO the kernel passes a valid ucontext_t for the duration of
+        // the handler, and only the trampoline above calls this.
+        unsafe { (*context).uc_mcontext.gregs[libc::REG_RIP as usize] as usize }
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        // SAFETY: as above.
+        unsafe { (*context).uc_mcontext.pc as usize }
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        let _ = context;
+        0
+    }
+}
+
+/// A signal's disposition as it was before [`install_interrupt_handler`] replaced it.
+pub struct SavedAction {
+    signal: i32,
+    action: libc::sigaction,
+}
+
+/// Installs `H` for `sig` (SA_SIGINFO | SA_RESTART) and returns the previous disposition.
+pub fn install_interrupt_handler<H: InterruptHandler>(sig: i32) -> io::Result<SavedAction> {
+    // SAFETY: sigaction is plain data, fully initialised below.
+    let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
+    action.sa_sigaction = interrupt_trampoline::<H>
+        as extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void)
+        as usize;
+    action.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
+    // SAFETY: the mask pointer is valid; sigemptyset cannot fail for a valid pointer.
+    unsafe { libc::sigemptyset(&mut action.sa_mask) };
+    // SAFETY: plain data, filled in by sigaction below.
+    let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: both pointers are valid for the call; the trampoline is an extern "C" fn with
+    // the SA_SIGINFO signature that lives for the whole program.
+    if unsafe { libc::sigaction(sig, &action, &mut old) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(SavedAction {
+        signal: sig,
+        action: old,
+    })
+}
+
+/// Puts back the disposition [`install_interrupt_handler`] replaced. The signal is ignored
+/// for a moment first, which discards any instance still pending, so a signal generated
+/// before the restore cannot reach a default action that would kill the process.
+pub fn restore_handler(saved: SavedAction) -> io::Result<()> {
+    // SAFETY: sigaction is plain data, fully initialised below.
+    let mut ignore: libc::sigaction = unsafe { std::mem::zeroed() };
+    ignore.sa_sigaction = libc::SIG_IGN;
+    // SAFETY: the mask pointer is valid.
+    unsafe { libc::sigemptyset(&mut ignore.sa_mask) };
+    // SAFETY: the pointer is valid for the call; SIG_IGN needs no handler.
+    if unsafe { libc::sigaction(saved.signal, &ignore, std::ptr::null_mut()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `saved.action` is the disposition the kernel returned for this signal.
+    if unsafe { libc::sigaction(saved.signal, &saved.action, std::ptr::null_mut()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Arms the process-wide CPU-time timer (`ITIMER_PROF`, which raises SIGPROF in whichever
+/// thread is running) to fire every `interval`; a zero interval disarms it. Returns the
+/// interval that was set before.
+pub fn set_profiling_timer(interval: std::time::Duration) -> io::Result<std::time::Duration> {
+    let tv = libc::timeval {
+        tv_sec: interval.as_secs() as libc::time_t,
+        tv_usec: interval.subsec_micros() as libc::suseconds_t,
+    };
+    let new = libc::itimerval {
+        it_interval: tv,
+        it_value: tv,
+    };
+    let mut old = libc::itimerval {
+        it_interval: libc::timeval {
+            tv_sec: 0,
+            tv_usec: 0,
+        },
+        it_value: libc::timeval {
+            tv_sec: 0,
+            tv_usec: 0,
+        },
+    };
+    // SAFETY: both pointers are valid, initialised itimervals for the call.
+    if unsafe { libc::setitimer(libc::ITIMER_PROF, &new, &mut old) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(
+        std::time::Duration::from_secs(old.it_interval.tv_sec as u64)
+            + std::time::Duration::from_micros(old.it_interval.tv_usec as u64),
+    )
+}
+
 /// The uid of the process at the other end of a connected unix socket.
 pub fn peer_uid(fd: RawFd) -> io::Result<u32> {
     // SAFETY: ucred is plain data.

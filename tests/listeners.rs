@@ -552,6 +552,37 @@ fn debug_socket_serves_vars_and_thread_dump() {
     assert!(threads.contains("\"ctrd-debug\""), "{threads}");
     let index = String::from_utf8(curl("/debug/pprof/")).expect("utf8");
     assert!(index.contains("profile"), "{index}");
+
+    // Keep the daemon a little busy while a 2-second CPU profile is taken.
+    let busy = {
+        let channel = daemon.channel();
+        std::thread::spawn(move || {
+            let client = VersionClient::new(channel);
+            let end = std::time::Instant::now() + Duration::from_secs(2);
+            while std::time::Instant::now() < end {
+                let _ = client.version(&Empty::default());
+            }
+        })
+    };
+    let bytes = curl("/debug/pprof/profile?seconds=2");
+    busy.join().expect("load thread");
+    let profile = <ctrd::api::profile::Profile as protobuf::Message>::parse_from_bytes(&bytes)
+        .expect("a pprof profile");
+    let name = |i: i64| profile.string_table[i as usize].clone();
+    let types: Vec<(String, String)> = profile
+        .sample_type
+        .iter()
+        .map(|t| (name(t.type_), name(t.unit)))
+        .collect();
+    assert_eq!(
+        types,
+        [
+            ("samples".to_string(), "count".to_string()),
+            ("cpu".to_string(), "nanoseconds".to_string())
+        ]
+    );
+    assert!(profile.duration_nanos >= 2_000_000_000);
+    assert!(!profile.mapping.is_empty());
 }
 
 #[test]

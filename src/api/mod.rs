@@ -46,7 +46,9 @@ pub mod introspection {
 /// `grpc.health.v1`.
 pub mod health {
     pub use super::generated::health::health_check_response::ServingStatus;
-    pub use super::generated::health::{HealthCheckRequest, HealthCheckResponse};
+    pub use super::generated::health::{
+        HealthCheckRequest, HealthCheckResponse, HealthListRequest, HealthListResponse,
+    };
     pub use super::glue::health_grpc::{create_health, Health, HealthClient};
 }
 
@@ -68,7 +70,38 @@ pub mod events_ttrpc {
     pub use super::generated::ttrpc_events_ttrpc::{create_events, Events, EventsClient};
 }
 
+/// `containerd.services.namespaces.v1`.
+pub mod namespaces {
+    pub use super::generated::namespace::{
+        CreateNamespaceRequest, CreateNamespaceResponse, DeleteNamespaceRequest,
+        GetNamespaceRequest, GetNamespaceResponse, ListNamespacesRequest, ListNamespacesResponse,
+        Namespace, UpdateNamespaceRequest, UpdateNamespaceResponse,
+    };
+    pub use super::glue::namespaces_grpc::{create_namespaces, Namespaces, NamespacesClient};
+}
+
+/// `containerd.services.content.v1`.
+pub mod content {
+    pub use super::generated::content::{
+        AbortRequest, DeleteContentRequest, Info, InfoRequest, InfoResponse, ListContentRequest,
+        ListContentResponse, ListStatusesRequest, ListStatusesResponse, ReadContentRequest,
+        ReadContentResponse, Status, StatusRequest, StatusResponse, UpdateRequest, UpdateResponse,
+        WriteAction, WriteContentRequest, WriteContentResponse,
+    };
+    pub use super::glue::content_grpc::{create_content, Content, ContentClient};
+}
+
 /// `google.rpc.Status`.
 pub mod rpc_status {
     pub use super::generated::status::Status;
 }
+
+/// `perftools.profiles` (pprof).
+pub mod profile {
+    pub use super::generated::profile::{
+        Function, Line, Location, Mapping, Profile, Sample, ValueType,
+    };
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,26 +1,43 @@
-//! containerd's configuration (version-3 schema) for ctrd: the typed schema with its
-//! defaults, loading with imports and merging, migration of versions 1 and 2, per-plugin
-//! sections decoded over their defaults, and TOML output in containerd's style.
+//! containerd's daemon configuration (the version-3 schema of containerd 2.0–2.2) for ctrd.
 //!
-//! Runs on the main thread before anything starts; errors name the file and, for syntax
-//! errors, the row and column.
+//! What it owns:
+//! - the typed schema and its defaults ([`Config`], `schema.rs`);
+//! - loading a file with its imports, each file migrated on its own, merged with containerd's
+//!   rules and layered over the defaults ([`load`]; `load.rs`, `imports.rs`, `merge.rs`,
+//!   `migrate.rs`, `keys.rs`);
+//! - a plugin's `[plugins."<uri>"]` section decoded over the plugin's typed defaults
+//!   ([`decode_plugin`], `plugin.rs`);
+//! - the TOML text `config default` / `config dump` print ([`to_toml`], `output.rs`);
+//! - Go's duration syntax for `[timeouts]` and plugin settings (`duration.rs`).
+//!
+//! Everything here runs on the main thread before the daemon starts anything. Problems the
+//! user can fix and that do not stop loading (unknown keys, migrations, ambiguous v1 names)
+//! are logged at warn; everything else is a [`ConfigError`] naming the file, and for syntax
+//! and type errors the row and column.
 
 mod duration;
+mod imports;
+mod keys;
 mod load;
+mod merge;
 mod migrate;
 mod output;
 mod plugin;
 mod schema;
+#[cfg(test)]
+mod testlog;
 
 use std::path::PathBuf;
 
 pub use duration::{format_duration, parse_duration, parse_timeouts};
 pub use load::load;
+pub use migrate::short_id_to_uri;
 pub use output::to_toml;
 pub use plugin::decode_plugin;
 pub use schema::{
-    CgroupConfig, Config, DebugConfig, GrpcConfig, MetricsConfig, ProxyPlugin, StreamProcessor,
-    TtrpcConfig, DEFAULT_IMPORTS,
+    default_stream_processors, default_timeouts, CgroupConfig, Config, DebugConfig, GrpcConfig,
+    MetricsConfig, ProxyPlugin, StreamProcessor, TtrpcConfig, DEFAULT_IMPORTS,
+    DEFAULT_MAX_MESSAGE_SIZE,
 };
 
 /// The schema version ctrd reads and writes (containerd 2.0–2.2's layout).
@@ -30,14 +47,16 @@ pub const CONFIG_VERSION: i64 = 3;
 /// with the `plugins` table of the file being migrated.
 pub type PluginMigration = fn(from_version: i64, plugins: &mut toml::Table) -> Result<(), String>;
 
-/// Why a configuration could not be loaded or used.
+/// Why a configuration could not be loaded, decoded or printed.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The file (or a plain import) could not be read.
     #[error("failed to load TOML from {path}: {source}")]
     Read {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// Bad TOML, or a value of the wrong type for its key.
     #[error("{path}: failed to unmarshal TOML at row {row} column {column}: {message}")]
     Syntax {
         path: PathBuf,
@@ -45,22 +64,43 @@ pub enum ConfigError {
         column: usize,
         message: String,
     },
-    #[error("{path}: {message}")]
+    /// A decoding problem without a position in the file.
+    #[error("{path}: failed to unmarshal TOML: {message}")]
     Decode { path: PathBuf, message: String },
+    /// An import pattern that is not a valid glob.
+    #[error("import {pattern}: syntax error in pattern")]
+    Pattern { pattern: PathBuf },
     #[error("expected containerd config version equal to or less than `{max}`, got `{got}`")]
     Version { max: i64, got: i64 },
+    /// `kind` is `disabled` or `required`.
     #[error("invalid {kind} plugin URI {uri:?} expect io.containerd.x.vx")]
     PluginUri { kind: &'static str, uri: String },
+    /// A plugin's own migration refused the file.
     #[error("{path}: migrating plugin configuration from version {version}: {message}")]
     Migration {
         path: PathBuf,
         version: i64,
         message: String,
     },
-    #[error("failed to decode config for plugin {plugin}: {message}")]
-    Plugin { plugin: String, message: String },
+    /// A plugin section that does not fit the plugin's config type; `key` is the dotted key
+    /// at fault, empty when it could not be singled out.
+    #[error("failed to decode config for plugin {plugin}{}: {message}", key_suffix(.key))]
+    Plugin {
+        plugin: String,
+        key: String,
+        message: String,
+    },
     #[error("unable to parse {0} into a time duration")]
     Duration(String),
+    /// A value that cannot be turned into TOML.
     #[error("encoding config: {0}")]
     Encode(String),
+}
+
+fn key_suffix(key: &str) -> String {
+    if key.is_empty() {
+        String::new()
+    } else {
+        format!(" key {key}")
+    }
 }

@@ -1,251 +1,245 @@
-//! The config as TOML in the shape `containerd config default` prints: top-level scalars,
-//! then tables with two spaces of indent per level, strings in single quotes, dotted keys
-//! quoted, plugin tables sorted by URI.
+//! The config as TOML in the shape containerd's `config default` / `config dump` print (the
+//! go-toml v2 encoder with indented tables):
+//! - in every table, plain values first, then sub-tables;
+//! - a table header is indented two spaces per level of nesting, its values one level more;
+//! - a blank line before each sub-table, except before the first when the table has no
+//!   plain values;
+//! - keys bare when they can be, else quoted; strings single-quoted unless they hold a single
+//!   quote or a control character; arrays inline (`['a', 'b']`), arrays of tables as
+//!   `[[…]]`.
+//!
+//! The struct parts of [`Config`] keep containerd's field order: top-level values, `[grpc]`,
+//! `[ttrpc]`, `[debug]`, `[metrics]`, `[plugins]` (sorted by URI), `[cgroup]`,
+//! `[proxy_plugins]` (only when there are any), `[timeouts]`, `[stream_processors]`.
 
 use std::fmt::Write as _;
 
-use super::Config;
+use super::keys::{dotted, key_text, string_text};
+use super::{Config, ProxyPlugin, StreamProcessor};
+
+/// A value as it is laid out: inline, as a table, or as an array of tables.
+enum Node {
+    Value(toml::Value),
+    Table(Vec<(String, Node)>),
+    Tables(Vec<Vec<(String, Node)>>),
+}
 
 /// The config as text; loading it back gives the same config.
 pub fn to_toml(config: &Config) -> String {
     let mut out = String::new();
-    let scalar = |out: &mut String, key: &str, value: toml::Value| {
-        let _ = writeln!(out, "{key} = {}", value_text(&value));
-    };
-    let strings = |items: &[String]| {
-        toml::Value::Array(items.iter().cloned().map(toml::Value::String).collect())
-    };
-    scalar(&mut out, "version", toml::Value::Integer(config.version));
-    scalar(&mut out, "root", config.root.clone().into());
-    scalar(&mut out, "state", config.state.clone().into());
-    scalar(&mut out, "temp", config.temp.clone().into());
+    write_table(&mut out, &mut Vec::new(), &config_entries(config));
+    out
+}
+
+fn config_entries(config: &Config) -> Vec<(String, Node)> {
+    let mut root = vec![
+        value("version", config.version),
+        value("root", config.root.as_str()),
+        value("state", config.state.as_str()),
+        value("temp", config.temp.as_str()),
+    ];
     if !config.plugin_dir.is_empty() {
-        scalar(&mut out, "plugin_dir", config.plugin_dir.clone().into());
+        root.push(value("plugin_dir", config.plugin_dir.as_str()));
     }
-    scalar(
-        &mut out,
-        "disabled_plugins",
-        strings(&config.disabled_plugins),
-    );
-    scalar(
-        &mut out,
-        "required_plugins",
-        strings(&config.required_plugins),
-    );
-    scalar(
-        &mut out,
-        "oom_score",
-        toml::Value::Integer(config.oom_score),
-    );
-    scalar(&mut out, "imports", strings(&config.imports));
-    out.push('\n');
+    root.extend([
+        value("disabled_plugins", strings(&config.disabled_plugins)),
+        value("required_plugins", strings(&config.required_plugins)),
+        value("oom_score", config.oom_score),
+        value("imports", strings(&config.imports)),
+    ]);
 
     let grpc = &config.grpc;
-    let grpc_rows: Vec<(&str, toml::Value)> = vec![
-        ("address", grpc.address.clone().into()),
-        ("tcp_address", grpc.tcp_address.clone().into()),
-        ("tcp_tls_ca", grpc.tcp_tls_ca.clone().into()),
-        ("tcp_tls_cert", grpc.tcp_tls_cert.clone().into()),
-        ("tcp_tls_key", grpc.tcp_tls_key.clone().into()),
-        ("uid", i64::from(grpc.uid).into()),
-        ("gid", i64::from(grpc.gid).into()),
-        ("max_recv_message_size", grpc.max_recv_message_size.into()),
-        ("max_send_message_size", grpc.max_send_message_size.into()),
-        (
-            "tcp_tls_common_name",
-            grpc.tcp_tls_common_name.clone().into(),
-        ),
-    ];
-    section(&mut out, "grpc", &grpc_rows);
+    root.push(table(
+        "grpc",
+        vec![
+            value("address", grpc.address.as_str()),
+            value("tcp_address", grpc.tcp_address.as_str()),
+            value("tcp_tls_ca", grpc.tcp_tls_ca.as_str()),
+            value("tcp_tls_cert", grpc.tcp_tls_cert.as_str()),
+            value("tcp_tls_key", grpc.tcp_tls_key.as_str()),
+            value("uid", i64::from(grpc.uid)),
+            value("gid", i64::from(grpc.gid)),
+            value("max_recv_message_size", grpc.max_recv_message_size),
+            value("max_send_message_size", grpc.max_send_message_size),
+            value("tcp_tls_common_name", grpc.tcp_tls_common_name.as_str()),
+        ],
+    ));
     let ttrpc = &config.ttrpc;
-    section(
-        &mut out,
+    root.push(table(
         "ttrpc",
-        &[
-            ("address", ttrpc.address.clone().into()),
-            ("uid", i64::from(ttrpc.uid).into()),
-            ("gid", i64::from(ttrpc.gid).into()),
+        vec![
+            value("address", ttrpc.address.as_str()),
+            value("uid", i64::from(ttrpc.uid)),
+            value("gid", i64::from(ttrpc.gid)),
         ],
-    );
+    ));
     let debug = &config.debug;
-    section(
-        &mut out,
+    root.push(table(
         "debug",
-        &[
-            ("address", debug.address.clone().into()),
-            ("uid", i64::from(debug.uid).into()),
-            ("gid", i64::from(debug.gid).into()),
-            ("level", debug.level.clone().into()),
-            ("format", debug.format.clone().into()),
+        vec![
+            value("address", debug.address.as_str()),
+            value("uid", i64::from(debug.uid)),
+            value("gid", i64::from(debug.gid)),
+            value("level", debug.level.as_str()),
+            value("format", debug.format.as_str()),
         ],
-    );
-    section(
-        &mut out,
+    ));
+    root.push(table(
         "metrics",
-        &[
-            ("address", config.metrics.address.clone().into()),
-            ("grpc_histogram", config.metrics.grpc_histogram.into()),
+        vec![
+            value("address", config.metrics.address.as_str()),
+            value("grpc_histogram", config.metrics.grpc_histogram),
         ],
-    );
+    ));
 
-    out.push_str("[plugins]\n");
-    if config.plugins.is_empty() {
-        out.push('\n');
-    }
-    for (uri, value) in &config.plugins {
-        if let toml::Value::Table(table) = value {
-            let rows = ordered(table, &[]);
-            nested(&mut out, &format!("plugins.{}", key_text(uri)), &rows, 1);
-        }
-    }
-
-    section(
-        &mut out,
-        "cgroup",
-        &[("path", config.cgroup.path.clone().into())],
-    );
-
-    out.push_str("[timeouts]\n");
-    for (key, value) in &config.timeouts {
-        let _ = writeln!(
-            out,
-            "  {} = {}",
-            key_text(key),
-            value_text(&value.clone().into())
-        );
-    }
-    out.push('\n');
-
-    out.push_str("[stream_processors]\n");
-    if config.stream_processors.is_empty() {
-        out.push('\n');
-    }
-    for (id, processor) in &config.stream_processors {
-        if let Ok(table) = toml::Table::try_from(processor) {
-            let rows = ordered(&table, &["accepts", "returns", "path", "args", "env"]);
-            nested(
-                &mut out,
-                &format!("stream_processors.{}", key_text(id)),
-                &rows,
-                1,
-            );
-        }
-    }
-
-    if !config.proxy_plugins.is_empty() {
-        out.push_str("[proxy_plugins]\n");
-        for (name, proxy) in &config.proxy_plugins {
-            if let Ok(table) = toml::Table::try_from(proxy) {
-                let rows = ordered(
-                    &table,
-                    &["type", "address", "platform", "exports", "capabilities"],
-                );
-                nested(
-                    &mut out,
-                    &format!("proxy_plugins.{}", key_text(name)),
-                    &rows,
-                    1,
-                );
-            }
-        }
-    }
-    while out.ends_with("\n\n") {
-        out.pop();
-    }
-    out
-}
-
-/// A table's entries with `first` keys in that order, the rest after (sorted).
-fn ordered(table: &toml::Table, first: &[&str]) -> Vec<(String, toml::Value)> {
-    let mut rows: Vec<(String, toml::Value)> = first
+    let mut plugins: Vec<(String, Node)> = config
+        .plugins
         .iter()
-        .filter_map(|k| table.get(*k).map(|v| (k.to_string(), v.clone())))
+        .map(|(uri, section)| (uri.clone(), node(section)))
         .collect();
-    for (k, v) in table {
-        if !first.contains(&k.as_str()) {
-            rows.push((k.clone(), v.clone()));
+    plugins.sort_by(|a, b| a.0.cmp(&b.0));
+    root.push(("plugins".into(), Node::Table(plugins)));
+
+    root.push(table(
+        "cgroup",
+        vec![value("path", config.cgroup.path.as_str())],
+    ));
+    if !config.proxy_plugins.is_empty() {
+        let proxies = config
+            .proxy_plugins
+            .iter()
+            .map(|(name, proxy)| table(name, proxy_entries(proxy)))
+            .collect();
+        root.push(("proxy_plugins".into(), Node::Table(proxies)));
+    }
+    let timeouts = config
+        .timeouts
+        .iter()
+        .map(|(key, duration)| value(key, duration.as_str()))
+        .collect();
+    root.push(("timeouts".into(), Node::Table(timeouts)));
+    let processors = config
+        .stream_processors
+        .iter()
+        .map(|(id, processor)| table(id, processor_entries(processor)))
+        .collect();
+    root.push(("stream_processors".into(), Node::Table(processors)));
+    root
+}
+
+fn proxy_entries(proxy: &ProxyPlugin) -> Vec<(String, Node)> {
+    let mut entries = vec![
+        value("type", proxy.r#type.as_str()),
+        value("address", proxy.address.as_str()),
+        value("platform", proxy.platform.as_str()),
+        value("capabilities", strings(&proxy.capabilities)),
+    ];
+    if !proxy.exports.is_empty() {
+        let exports = proxy
+            .exports
+            .iter()
+            .map(|(key, export)| value(key, export.as_str()))
+            .collect();
+        entries.push(("exports".into(), Node::Table(exports)));
+    }
+    entries
+}
+
+fn processor_entries(processor: &StreamProcessor) -> Vec<(String, Node)> {
+    vec![
+        value("accepts", strings(&processor.accepts)),
+        value("returns", processor.returns.as_str()),
+        value("path", processor.path.as_str()),
+        value("args", strings(&processor.args)),
+        value("env", strings(&processor.env)),
+    ]
+}
+
+fn value(key: &str, value: impl Into<toml::Value>) -> (String, Node) {
+    (key.to_string(), Node::Value(value.into()))
+}
+
+fn table(key: &str, entries: Vec<(String, Node)>) -> (String, Node) {
+    (key.to_string(), Node::Table(entries))
+}
+
+fn strings(items: &[String]) -> toml::Value {
+    toml::Value::Array(items.iter().cloned().map(toml::Value::String).collect())
+}
+
+/// A free-form value (plugin sections) laid out in the table's own key order.
+fn node(value: &toml::Value) -> Node {
+    match value {
+        toml::Value::Table(table) => Node::Table(table_entries(table)),
+        toml::Value::Array(items)
+            if !items.is_empty() && items.iter().all(toml::Value::is_table) =>
+        {
+            Node::Tables(
+                items
+                    .iter()
+                    .filter_map(toml::Value::as_table)
+                    .map(table_entries)
+                    .collect(),
+            )
+        }
+        other => Node::Value(other.clone()),
+    }
+}
+
+fn table_entries(table: &toml::Table) -> Vec<(String, Node)> {
+    table
+        .iter()
+        .map(|(key, value)| (key.clone(), node(value)))
+        .collect()
+}
+
+/// Writes the body of the table at `path` (its header is already written).
+fn write_table(out: &mut String, path: &mut Vec<String>, entries: &[(String, Node)]) {
+    let pad = "  ".repeat(path.len());
+    let mut has_values = false;
+    for (key, entry) in entries {
+        if let Node::Value(v) = entry {
+            let _ = writeln!(out, "{pad}{} = {}", key_text(key), value_text(v));
+            has_values = true;
         }
     }
-    rows
-}
-
-fn section(out: &mut String, name: &str, rows: &[(&str, toml::Value)]) {
-    let _ = writeln!(out, "[{name}]");
-    for (key, value) in rows {
-        let _ = writeln!(out, "  {key} = {}", value_text(value));
-    }
-    out.push('\n');
-}
-
-/// A nested table (and its sub-tables) under `header`, indented by `depth` levels.
-fn nested(out: &mut String, header: &str, rows: &[(String, toml::Value)], depth: usize) {
-    let pad = "  ".repeat(depth);
-    let _ = writeln!(out, "{pad}[{header}]");
-    for (key, value) in rows {
-        if !matches!(value, toml::Value::Table(_)) {
-            let _ = writeln!(out, "{pad}  {} = {}", key_text(key), value_text(value));
+    let header_pad = "  ".repeat(path.len());
+    let mut first = true;
+    for (key, entry) in entries {
+        if matches!(entry, Node::Value(_)) {
+            continue;
         }
-    }
-    out.push('\n');
-    for (key, value) in rows {
-        if let toml::Value::Table(sub) = value {
-            let sub_rows = ordered(sub, &[]);
-            nested(
-                out,
-                &format!("{header}.{}", key_text(key)),
-                &sub_rows,
-                depth + 1,
-            );
+        if !first || has_values {
+            out.push('\n');
         }
-    }
-}
-
-fn key_text(key: &str) -> String {
-    let bare = !key.is_empty()
-        && key
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-    if bare {
-        key.to_string()
-    } else {
-        string_text(key)
-    }
-}
-
-fn string_text(s: &str) -> String {
-    if !s.contains('\'') && !s.chars().any(char::is_control) {
-        return format!("'{s}'");
-    }
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            '\r' => out.push_str("\\r"),
-            c if c.is_control() => {
-                let _ = write!(out, "\\u{:04X}", c as u32);
+        first = false;
+        path.push(key.clone());
+        match entry {
+            Node::Table(inner) => {
+                let _ = writeln!(out, "{header_pad}[{}]", dotted(path));
+                write_table(out, path, inner);
             }
-            c => out.push(c),
+            Node::Tables(elements) => {
+                for (i, inner) in elements.iter().enumerate() {
+                    if i > 0 {
+                        out.push('\n');
+                    }
+                    let _ = writeln!(out, "{header_pad}[[{}]]", dotted(path));
+                    write_table(out, path, inner);
+                }
+            }
+            Node::Value(_) => {}
         }
+        path.pop();
     }
-    out.push('"');
-    out
 }
 
+/// A value written inline.
 fn value_text(value: &toml::Value) -> String {
     match value {
         toml::Value::String(s) => string_text(s),
         toml::Value::Integer(i) => i.to_string(),
-        toml::Value::Float(f) => {
-            let text = f.to_string();
-            if text.contains(['.', 'e', 'E', 'n', 'i']) {
-                text
-            } else {
-                format!("{text}.0")
-            }
-        }
+        toml::Value::Float(f) => float_text(*f),
         toml::Value::Boolean(b) => b.to_string(),
         toml::Value::Datetime(d) => d.to_string(),
         toml::Value::Array(items) => {
@@ -262,15 +256,28 @@ fn value_text(value: &toml::Value) -> String {
     }
 }
 
+fn float_text(f: f64) -> String {
+    if f.is_nan() {
+        return "nan".into();
+    }
+    if f.is_infinite() {
+        return if f > 0.0 { "inf" } else { "-inf" }.into();
+    }
+    let text = f.to_string();
+    if text.contains(['.', 'e', 'E']) {
+        text
+    } else {
+        format!("{text}.0")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn default_top_block_matches_containerds_layout() {
-        let text = to_toml(&Config::default());
-        let head: String = text.split("[plugins]").next().expect("head").to_string();
-        let want = "version = 3
+    /// `raw/config-default-v2.2.7-noncri.toml` from containerd 2.2.7 with its plugin
+    /// sections removed, ctrd's import pattern, and no CRI timeout.
+    const DEFAULT_TEXT: &str = "version = 3
 root = '/var/lib/containerd'
 state = '/run/containerd'
 temp = ''
@@ -307,24 +314,190 @@ imports = ['/etc/ctrd/conf.d/*.toml']
   address = ''
   grpc_histogram = false
 
+[plugins]
+
+[cgroup]
+  path = ''
+
+[timeouts]
+  'io.containerd.timeout.bolt.open' = '0s'
+  'io.containerd.timeout.metrics.shimstats' = '2s'
+  'io.containerd.timeout.shim.cleanup' = '5s'
+  'io.containerd.timeout.shim.load' = '5s'
+  'io.containerd.timeout.shim.shutdown' = '3s'
+  'io.containerd.timeout.task.state' = '2s'
+
+[stream_processors]
+  [stream_processors.'io.containerd.ocicrypt.decoder.v1.tar']
+    accepts = ['application/vnd.oci.image.layer.v1.tar+encrypted']
+    returns = 'application/vnd.oci.image.layer.v1.tar'
+    path = 'ctd-decoder'
+    args = ['--decryption-keys-path', '/etc/containerd/ocicrypt/keys']
+    env = ['OCICRYPT_KEYPROVIDER_CONFIG=/etc/containerd/ocicrypt/ocicrypt_keyprovider.conf']
+
+  [stream_processors.'io.containerd.ocicrypt.decoder.v1.tar.gzip']
+    accepts = ['application/vnd.oci.image.layer.v1.tar+gzip+encrypted']
+    returns = 'application/vnd.oci.image.layer.v1.tar+gzip'
+    path = 'ctd-decoder'
+    args = ['--decryption-keys-path', '/etc/containerd/ocicrypt/keys']
+    env = ['OCICRYPT_KEYPROVIDER_CONFIG=/etc/containerd/ocicrypt/ocicrypt_keyprovider.conf']
 ";
-        assert_eq!(head, want);
-        assert!(text.contains("[timeouts]\n  'io.containerd.timeout.bolt.open' = '0s'\n"));
-        assert!(text.contains("  [stream_processors.'io.containerd.ocicrypt.decoder.v1.tar']\n    accepts = ['application/vnd.oci.image.layer.v1.tar+encrypted']\n    returns = "));
+
+    #[test]
+    fn defaults_print_like_containerd() {
+        assert_eq!(to_toml(&Config::default()), DEFAULT_TEXT);
+    }
+
+    fn plugin(text: &str) -> toml::Value {
+        toml::Value::Table(toml::from_str(text).expect(text))
+    }
+
+    #[test]
+    fn plugin_sections_nest_like_go_toml() {
+        let mut config = Config::default();
+        config.plugins.insert(
+            "io.containerd.nri.v1.nri".into(),
+            plugin("disable = false\n[default_validator]\nenable = false\nrequired_plugins = []\n"),
+        );
+        config
+            .plugins
+            .insert("io.containerd.internal.v1.tracing".into(), plugin(""));
+        config.plugins.insert(
+            "io.containerd.gc.v1.scheduler".into(),
+            plugin("deletion_threshold = 0\npause_threshold = 0.02\nschedule_delay = '0s'\n"),
+        );
+        config.plugins.insert(
+            "io.containerd.grpc.v1.cri".into(),
+            plugin(
+                "[containerd.runtimes.nvidia]\nruntime_type = 'x'\n\
+                 [containerd.runtimes.runc]\nruntime_type = 'io.containerd.runc.v2'\n\
+                 [containerd.runtimes.runc.options]\nSystemdCgroup = true\n",
+            ),
+        );
+        let text = to_toml(&config);
+        let start = text.find("[plugins]").expect("plugins");
+        let end = text.find("[cgroup]").expect("cgroup");
+        let want = "[plugins]
+  [plugins.'io.containerd.gc.v1.scheduler']
+    deletion_threshold = 0
+    pause_threshold = 0.02
+    schedule_delay = '0s'
+
+  [plugins.'io.containerd.grpc.v1.cri']
+    [plugins.'io.containerd.grpc.v1.cri'.containerd]
+      [plugins.'io.containerd.grpc.v1.cri'.containerd.runtimes]
+        [plugins.'io.containerd.grpc.v1.cri'.containerd.runtimes.nvidia]
+          runtime_type = 'x'
+
+        [plugins.'io.containerd.grpc.v1.cri'.containerd.runtimes.runc]
+          runtime_type = 'io.containerd.runc.v2'
+
+          [plugins.'io.containerd.grpc.v1.cri'.containerd.runtimes.runc.options]
+            SystemdCgroup = true
+
+  [plugins.'io.containerd.internal.v1.tracing']
+
+  [plugins.'io.containerd.nri.v1.nri']
+    disable = false
+
+    [plugins.'io.containerd.nri.v1.nri'.default_validator]
+      enable = false
+      required_plugins = []
+
+";
+        assert_eq!(&text[start..end], want);
+    }
+
+    #[test]
+    fn proxy_plugins_print_only_when_present_before_timeouts() {
+        let mut config = Config::default();
+        assert!(!to_toml(&config).contains("proxy_plugins"));
+        config.proxy_plugins.insert(
+            "ext".into(),
+            ProxyPlugin {
+                r#type: "snapshot".into(),
+                address: "/run/ext.sock".into(),
+                platform: String::new(),
+                exports: [("root".to_string(), "/x".to_string())].into(),
+                capabilities: vec!["rebase".into()],
+            },
+        );
+        let text = to_toml(&config);
+        let want = "[cgroup]
+  path = ''
+
+[proxy_plugins]
+  [proxy_plugins.ext]
+    type = 'snapshot'
+    address = '/run/ext.sock'
+    platform = ''
+    capabilities = ['rebase']
+
+    [proxy_plugins.ext.exports]
+      root = '/x'
+
+[timeouts]
+";
+        assert!(text.contains(want), "{text}");
+    }
+
+    #[test]
+    fn values_are_written_as_toml_reads_them() {
+        for (value, want) in [
+            (toml::Value::Float(1.0), "1.0"),
+            (toml::Value::Float(-0.5), "-0.5"),
+            (toml::Value::Float(1e300), ""),
+            (toml::Value::Float(f64::NAN), "nan"),
+            (toml::Value::Float(f64::NEG_INFINITY), "-inf"),
+            (toml::Value::from("it's"), "\"it's\""),
+            (
+                toml::Value::Array(vec![toml::Value::Integer(1), toml::Value::from("a")]),
+                "[1, 'a']",
+            ),
+            (toml::Value::Array(vec![]), "[]"),
+            (
+                toml::Value::Array(vec![plugin("a = 1\n"), toml::Value::Integer(2)]),
+                "[{a = 1}, 2]",
+            ),
+        ] {
+            let text = value_text(&value);
+            if !want.is_empty() {
+                assert_eq!(text, want);
+            }
+            let doc = format!("k = {text}\n");
+            let back: toml::Table = toml::from_str(&doc).expect(&doc);
+            if let toml::Value::Float(f) = value {
+                let got = back["k"].as_float().expect("float");
+                assert!(got == f || (got.is_nan() && f.is_nan()), "{doc}");
+            } else {
+                assert_eq!(back["k"], value);
+            }
+        }
     }
 
     #[test]
     fn printed_config_loads_back_identically() {
         let mut config = Config {
             plugin_dir: "/p".into(),
+            temp: "/tmp/it's".into(),
+            oom_score: -500,
             disabled_plugins: vec!["io.containerd.a.v1.b".into()],
+            required_plugins: vec!["io.containerd.c.v1.d".into()],
             ..Config::default()
         };
+        config.imports.push("/etc/other/*.toml".into());
         config.grpc.uid = 1000;
+        config.grpc.tcp_address = "127.0.0.1:1234".into();
+        config.ttrpc.address = "/run/t.sock".into();
+        config.debug.level = "debug".into();
         config.metrics.grpc_histogram = true;
+        config.cgroup.path = "/ctrd".into();
+        config
+            .timeouts
+            .insert("io.containerd.timeout.shim.load".into(), "1m0s".into());
         config.proxy_plugins.insert(
-            "ext".into(),
-            super::super::ProxyPlugin {
+            "ext.snap".into(),
+            ProxyPlugin {
                 r#type: "snapshot".into(),
                 address: "/run/ext.sock".into(),
                 platform: "linux/amd64".into(),
@@ -332,13 +505,28 @@ imports = ['/etc/ctrd/conf.d/*.toml']
                 capabilities: vec!["rebase".into()],
             },
         );
-        let plugin: toml::Table = toml::from_str(
-            "path = \"it's\"\nratio = 0.02\nlist = ['a', 'b']\n[nested]\nflag = true\n[nested.deeper]\nn = 1\n",
-        )
-        .expect("toml");
+        config.stream_processors.insert(
+            "io.containerd.processor.v1.pigz".into(),
+            StreamProcessor {
+                accepts: vec!["application/vnd.docker.image.rootfs.diff.tar.gzip".into()],
+                returns: "application/vnd.oci.image.layer.v1.tar".into(),
+                path: "unpigz".into(),
+                args: vec!["-d".into(), "-c".into()],
+                env: vec![],
+            },
+        );
+        config.plugins.insert(
+            "io.containerd.x.v1.y".into(),
+            plugin(
+                "path = \"it's\\ttabbed\"\nratio = 0.02\nlist = ['a', 'b']\nwhen = 1979-05-27T07:32:00Z\n\
+                 inline = [{a = 1}, 2]\n\
+                 [nested]\nflag = true\n[nested.deeper]\nn = 1\n\
+                 [[hosts]]\nname = 'a'\n[hosts.extra]\nx = 1\n[[hosts]]\nname = 'b'\n",
+            ),
+        );
         config
             .plugins
-            .insert("io.containerd.x.v1.y".into(), toml::Value::Table(plugin));
+            .insert("io.containerd.empty.v1.z".into(), plugin(""));
         let text = to_toml(&config);
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("c.toml");

@@ -1,13 +1,15 @@
-//! The typed schema and containerd's defaults.
+//! The typed schema and its defaults: containerd 2.2's, except for the drop-in import
+//! directory (ctrd's own) and the timeouts (without CRI's).
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-/// ctrd's own drop-in directory, imported by default.
+/// ctrd's own drop-in pattern: listed in the default `imports` (so `config default` writes it),
+/// and, as with containerd, only read when a loaded file lists it.
 pub const DEFAULT_IMPORTS: &str = "/etc/ctrd/conf.d/*.toml";
 
-/// The whole configuration.
+/// The whole configuration; missing keys take [`Config::default`]'s values.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Config {
@@ -32,6 +34,7 @@ pub struct Config {
     pub plugins: toml::Table,
 }
 
+/// The main gRPC socket and the optional TCP listener.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct GrpcConfig {
@@ -47,6 +50,7 @@ pub struct GrpcConfig {
     pub tcp_tls_common_name: String,
 }
 
+/// The ttrpc socket; an empty address derives from the gRPC one.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct TtrpcConfig {
@@ -55,6 +59,7 @@ pub struct TtrpcConfig {
     pub gid: u32,
 }
 
+/// The debug endpoint and the log level and format.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct DebugConfig {
@@ -65,6 +70,7 @@ pub struct DebugConfig {
     pub format: String,
 }
 
+/// The Prometheus endpoint.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct MetricsConfig {
@@ -72,6 +78,7 @@ pub struct MetricsConfig {
     pub grpc_histogram: bool,
 }
 
+/// The cgroup the daemon moves itself into.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct CgroupConfig {
@@ -136,7 +143,8 @@ pub fn default_timeouts() -> BTreeMap<String, String> {
     .collect()
 }
 
-fn default_stream_processors() -> BTreeMap<String, StreamProcessor> {
+/// The two ocicrypt layer decoders containerd configures by default.
+pub fn default_stream_processors() -> BTreeMap<String, StreamProcessor> {
     let decoder = |accepts: &str, returns: &str| StreamProcessor {
         accepts: vec![accepts.into()],
         returns: returns.into(),
@@ -189,5 +197,40 @@ impl Default for Config {
             stream_processors: default_stream_processors(),
             plugins: toml::Table::new(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_containerds_with_ctrds_import_dir() {
+        let config = Config::default();
+        assert_eq!(config.version, 3);
+        assert_eq!(config.root, "/var/lib/containerd");
+        assert_eq!(config.state, "/run/containerd");
+        assert_eq!(config.grpc.address, "/run/containerd/containerd.sock");
+        assert_eq!(config.grpc.max_recv_message_size, 16_777_216);
+        assert_eq!(config.grpc.max_send_message_size, 16_777_216);
+        assert_eq!(config.imports, ["/etc/ctrd/conf.d/*.toml"]);
+        assert!(config.plugins.is_empty());
+        assert!(config.proxy_plugins.is_empty());
+        assert_eq!(config.timeouts.len(), 6);
+        assert!(!config
+            .timeouts
+            .contains_key("io.containerd.timeout.cri.defercleanup"));
+        assert_eq!(config.timeouts["io.containerd.timeout.shim.shutdown"], "3s");
+        let gzip = &config.stream_processors["io.containerd.ocicrypt.decoder.v1.tar.gzip"];
+        assert_eq!(gzip.returns, "application/vnd.oci.image.layer.v1.tar+gzip");
+        assert_eq!(gzip.path, "ctd-decoder");
+    }
+
+    #[test]
+    fn missing_keys_take_defaults() {
+        let config: Config = toml::from_str("[grpc]\naddress = '/x.sock'\n").expect("toml");
+        assert_eq!(config.grpc.address, "/x.sock");
+        assert_eq!(config.grpc.max_recv_message_size, DEFAULT_MAX_MESSAGE_SIZE);
+        assert_eq!(config.root, "/var/lib/containerd");
     }
 }

@@ -24,6 +24,7 @@ pub mod http;
 mod init;
 mod listener;
 mod notify;
+pub mod profile;
 mod signals;
 mod socket;
 pub mod stacks;

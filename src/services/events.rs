@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::api::events::{create_events, Events, ForwardRequest, PublishRequest, SubscribeRequest};
 use crate::api::events_ttrpc;
@@ -13,9 +12,6 @@ use crate::errdefs::Error;
 use crate::events::Exchange;
 use crate::plugin::{types, GrpcServices, Instance, Registration, TtrpcServices};
 use crate::rpc::{Call, RpcResult, StreamSender};
-
-/// How often an idle Subscribe stream checks whether its client is gone.
-const IDLE_CHECK: Duration = Duration::from_secs(1);
 
 /// The events service over one exchange.
 pub struct EventsService {
@@ -38,20 +34,20 @@ impl Events for EventsService {
 
     fn subscribe(
         &self,
-        call: &Call,
+        _call: &Call,
         req: SubscribeRequest,
         out: &mut StreamSender<Envelope>,
     ) -> RpcResult<()> {
         let subscription = self.exchange.subscribe(&req.filters)?;
         loop {
-            match subscription.events.recv_timeout(IDLE_CHECK) {
-                Ok(envelope) => out.send(envelope)?,
-                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
-                    if call.is_cancelled() {
-                        return Ok(());
-                    }
-                }
-                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return Ok(()),
+            // Wait for an event or for the client to leave, whichever comes first.
+            let closed = out.closed_signal();
+            crossbeam_channel::select! {
+                recv(subscription.events) -> envelope => match envelope {
+                    Ok(envelope) => out.send(envelope)?,
+                    Err(_) => return Ok(()),
+                },
+                recv(closed) -> _ => return Ok(()),
             }
         }
     }

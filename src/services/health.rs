@@ -5,20 +5,17 @@
 //! shutdown begins (and open Watch streams then end).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
 
 use crate::api::health::{
-    create_health, Health, HealthCheckRequest, HealthCheckResponse, ServingStatus,
+    create_health, Health, HealthCheckRequest, HealthCheckResponse, HealthListRequest,
+    HealthListResponse, ServingStatus,
 };
 use crate::errdefs::Error;
 use crate::plugin::{types, GrpcServices, Instance, Registration};
 use crate::rpc::{Call, RpcResult, StreamSender};
-
-/// How often a Watch stream with nothing to say checks whether its client went away.
-const WATCH_POLL: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -103,34 +100,44 @@ impl Health for HealthService {
         Ok(response(Self::status(*self.phase.lock())))
     }
 
+    fn list(&self, _call: &Call, _req: HealthListRequest) -> RpcResult<HealthListResponse> {
+        let mut resp = HealthListResponse::default();
+        resp.statuses
+            .insert(String::new(), response(Self::status(*self.phase.lock())));
+        Ok(resp)
+    }
+
     fn watch(
         &self,
-        call: &Call,
+        _call: &Call,
         req: HealthCheckRequest,
         out: &mut StreamSender<HealthCheckResponse>,
     ) -> RpcResult<()> {
         if !req.service.is_empty() {
-            // Like grpc-go: an unknown service is reported, and the stream stays open.
+            // Like grpc-go: an unknown service is reported, and the stream stays open until
+            // the client leaves or the daemon stops.
             out.send(response(ServingStatus::SERVICE_UNKNOWN))?;
-            while !call.is_cancelled() && *self.phase.lock() != Phase::Stopping {
-                std::thread::park_timeout(WATCH_POLL);
+            let (_, changes) = self.subscribe();
+            let closed = out.closed_signal();
+            crossbeam_channel::select! {
+                recv(changes) -> _ => {}
+                recv(closed) -> _ => {}
             }
             return Ok(());
         }
         let (mut phase, changes) = self.subscribe();
         out.send(response(Self::status(phase)))?;
         while phase != Phase::Stopping {
-            match changes.recv_timeout(WATCH_POLL) {
-                Ok(next) => {
-                    phase = next;
-                    out.send(response(Self::status(phase)))?;
-                }
-                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
-                    if call.is_cancelled() {
-                        break;
+            let closed = out.closed_signal();
+            crossbeam_channel::select! {
+                recv(changes) -> next => match next {
+                    Ok(next) => {
+                        phase = next;
+                        out.send(response(Self::status(phase)))?;
                     }
-                }
-                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+                    Err(_) => break,
+                },
+                recv(closed) -> _ => break,
             }
         }
         Ok(())
@@ -194,6 +201,19 @@ mod tests {
         let err = check(&h, "foo").expect_err("unknown");
         assert_eq!(err.message(), "unknown service");
         assert_eq!(err.class(), crate::errdefs::Class::NotFound);
+    }
+
+    #[test]
+    fn list_reports_the_server_status() {
+        let h = HealthService::default();
+        h.set_serving();
+        let call = Call::for_test("grpc.health.v1.Health", "List", &[]);
+        let list = h.list(&call, HealthListRequest::default()).expect("list");
+        assert_eq!(list.statuses.len(), 1);
+        assert_eq!(
+            list.statuses[""].status.enum_value_or_default(),
+            ServingStatus::SERVING
+        );
     }
 
     #[test]

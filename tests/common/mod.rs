@@ -54,11 +54,9 @@ impl TestDir {
         let base = std::env::var_os("CTRD_TEST_TMP")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("/tmp"));
-        let path = base.join(format!(
-            "ctrd-{name}-{}-{}",
-            std::process::id(),
-            Instant::now().elapsed().as_nanos() % 100_000
-        ));
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let serial = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let path = base.join(format!("ctrd-{name}-{}-{serial}", std::process::id()));
         let _ = fs::remove_dir_all(&path);
         fs::create_dir_all(&path).expect("create test dir");
         TestDir { path }

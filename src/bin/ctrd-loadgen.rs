@@ -1,0 +1,151 @@
+//! `ctrd-loadgen`: the benchmark's native client, so the client is never the bottleneck.
+//!
+//! ```text
+//! ctrd-loadgen version  SOCKET CLIENTS SECONDS   # Version calls/s, p50/p99 (µs), one JSON line
+//! ctrd-loadgen coldstart SOCKET -- CMD ARGS...   # exec CMD, ms until the first answered Version
+//! ctrd-loadgen rtt      ROUNDS                   # unix-socket round trip (µs), the floor for a call
+//! ```
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ctrd::api::version::VersionClient;
+use ctrd::api::Empty;
+use grpcio::{ChannelBuilder, EnvBuilder};
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: ctrd-loadgen version SOCKET CLIENTS SECONDS | coldstart SOCKET -- CMD ARGS... | rtt ROUNDS"
+    );
+    std::process::exit(2)
+}
+
+fn client(socket: &str) -> VersionClient {
+    let env = Arc::new(EnvBuilder::new().cq_count(1).build());
+    VersionClient::new(ChannelBuilder::new(env).connect(&format!("unix:{socket}")))
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index]
+}
+
+fn version(socket: &str, clients: usize, seconds: f64) {
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let start = Instant::now();
+    let workers: Vec<_> = (0..clients)
+        .map(|_| {
+            let socket = socket.to_string();
+            std::thread::spawn(move || {
+                let client = client(&socket);
+                let mut latencies = Vec::with_capacity(100_000);
+                let mut errors = 0u64;
+                while Instant::now() < deadline {
+                    let t = Instant::now();
+                    match client.version(&Empty::default()) {
+                        Ok(_) => latencies.push(t.elapsed().as_micros() as u64),
+                        Err(_) => errors += 1,
+                    }
+                }
+                (latencies, errors)
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for worker in workers {
+        let (latencies, e) = worker.join().expect("worker");
+        all.extend(latencies);
+        errors += e;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    all.sort_unstable();
+    println!(
+        "{{\"clients\": {clients}, \"calls\": {}, \"errors\": {errors}, \"calls_per_s\": {:.0}, \"p50_us\": {}, \"p99_us\": {}}}",
+        all.len(),
+        all.len() as f64 / elapsed,
+        percentile(&all, 0.50),
+        percentile(&all, 0.99)
+    );
+}
+
+fn coldstart(socket: &str, cmd: &[String]) {
+    let _ = std::fs::remove_file(socket);
+    let start = Instant::now();
+    let mut child = Command::new(&cmd[0])
+        .args(&cmd[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|err| {
+            eprintln!("ctrd-loadgen: cannot start {}: {err}", cmd[0]);
+            std::process::exit(1)
+        });
+    let deadline = start + Duration::from_secs(60);
+    loop {
+        if std::path::Path::new(socket).exists() {
+            let opt = grpcio::CallOption::default().timeout(Duration::from_millis(500));
+            if client(socket).version_opt(&Empty::default(), opt).is_ok() {
+                break;
+            }
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            eprintln!("ctrd-loadgen: daemon exited early: {status}");
+            std::process::exit(1);
+        }
+        if Instant::now() > deadline {
+            eprintln!("ctrd-loadgen: daemon not ready in 60 s");
+            let _ = child.kill();
+            std::process::exit(1);
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let ms = start.elapsed().as_secs_f64() * 1000.0;
+    println!("{{\"pid\": {}, \"ready_ms\": {ms:.1}}}", child.id());
+}
+
+fn rtt(rounds: usize) {
+    let (mut a, mut b) = UnixStream::pair().expect("socketpair");
+    let echo = std::thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        while let Ok(n) = b.read(&mut buf) {
+            if n == 0 || b.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+    });
+    let mut buf = [0u8; 64];
+    let start = Instant::now();
+    for _ in 0..rounds {
+        a.write_all(&[1u8; 64]).expect("write");
+        a.read_exact(&mut buf).expect("read");
+    }
+    let us = start.elapsed().as_secs_f64() * 1e6 / rounds as f64;
+    drop(a);
+    let _ = echo.join();
+    println!(
+        "{{\"rtt_us\": {us:.2}, \"round_trips_per_s\": {:.0}}}",
+        1e6 / us
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("version") if args.len() == 4 => {
+            let clients = args[2].parse().unwrap_or_else(|_| usage());
+            let seconds = args[3].parse().unwrap_or_else(|_| usage());
+            version(&args[1], clients, seconds);
+        }
+        Some("coldstart") if args.len() >= 4 && args[2] == "--" => coldstart(&args[1], &args[3..]),
+        Some("rtt") if args.len() == 2 => rtt(args[1].parse().unwrap_or_else(|_| usage())),
+        _ => usage(),
+    }
+}
