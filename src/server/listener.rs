@@ -136,3 +136,69 @@ impl Listener {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    struct FailsOnItsOwn;
+
+    impl Serving for FailsOnItsOwn {
+        fn run(self: Box<Self>, _stop: Receiver<()>) -> Result<(), String> {
+            Err("accept failed".into())
+        }
+    }
+
+    struct Quiet;
+
+    impl Serving for Quiet {
+        fn run(self: Box<Self>, stop: Receiver<()>) -> Result<(), String> {
+            let _ = stop.recv();
+            Ok(())
+        }
+    }
+
+    fn next(rx: &Receiver<Event>) -> Event {
+        rx.recv_timeout(Duration::from_secs(10)).expect("an event")
+    }
+
+    #[test]
+    fn a_server_that_fails_on_its_own_reports_exited() {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let listener = Listener::spawn("test-fail", tx, || Ok((Box::new(FailsOnItsOwn), None)))
+            .expect("spawn");
+        assert!(matches!(next(&rx), Event::ListenerReady("test-fail")));
+        match next(&rx) {
+            Event::ListenerExited(name, why) => {
+                assert_eq!(name, "test-fail");
+                assert_eq!(why, "accept failed");
+            }
+            _ => panic!("expected ListenerExited"),
+        }
+        listener.stop();
+    }
+
+    #[test]
+    fn a_failed_start_reports_failed_and_a_stop_reports_nothing() {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let failed = Listener::spawn("test-start", tx.clone(), || {
+            Err(ServerError::Listener("test-start", "bind: in use".into()))
+        })
+        .expect("spawn");
+        match next(&rx) {
+            Event::ListenerFailed(name, err) => {
+                assert_eq!(name, "test-start");
+                assert_eq!(err.to_string(), "test-start: bind: in use");
+            }
+            _ => panic!("expected ListenerFailed"),
+        }
+        failed.stop();
+
+        let quiet =
+            Listener::spawn("test-quiet", tx, || Ok((Box::new(Quiet), None))).expect("spawn");
+        assert!(matches!(next(&rx), Event::ListenerReady("test-quiet")));
+        quiet.stop();
+        assert!(rx.try_recv().is_err(), "a requested stop is not an exit");
+    }
+}
