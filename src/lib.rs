@@ -4,6 +4,7 @@
 //! - [`app`]: what `main` does with a command line (load config, apply flags, run or print).
 //! - [`cli`]: flags and subcommands.
 //! - [`config`]: containerd's config schema, imports and merging, migration, TOML output.
+//! - [`content`]: the local content-addressed store (blobs and resumable ingests).
 //! - [`plugin`]: registrations, dependency ordering, init context, the plugin set.
 //! - [`server`]: boot and stop, the threads that own each listener, signals, sd_notify.
 //! - [`services`]: containerd's services as plain logic plus thin gRPC adapters.
@@ -23,6 +24,7 @@ pub mod api;
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod content;
 pub mod debug;
 pub mod errdefs;
 pub mod events;
