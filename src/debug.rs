@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
+use crate::logging::quote;
 use crate::plugin::Set;
 use crate::server::http::Reply;
 
@@ -47,7 +48,7 @@ impl Debug {
                 .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
                 .unwrap_or(0)
         };
-        let cmdline: Vec<String> = std::env::args().map(|a| json_string(&a)).collect();
+        let cmdline: Vec<String> = std::env::args().map(|a| quote(&a)).collect();
         let mut out = String::from("{\n");
         let _ = writeln!(out, "\"cmdline\": [{}],", cmdline.join(", "));
         let _ = writeln!(
@@ -64,7 +65,7 @@ impl Debug {
             self.started.elapsed().as_secs_f64()
         );
         let _ = writeln!(out, "\"plugins\": {},", self.plugins.len());
-        let _ = writeln!(out, "\"version\": {}", json_string(crate::VERSION));
+        let _ = writeln!(out, "\"version\": {}", quote(crate::VERSION));
         out.push('}');
         out.push('\n');
         out
@@ -95,25 +96,6 @@ const INDEX: &str = "<html><head><title>/debug/pprof/</title></head><body>\n\
 <li><a href=\"profile?seconds=30\">profile</a>: CPU profile (pprof format)</li>\n\
 <li><a href=\"threads\">threads</a>: every thread's stack</li>\n\
 </ul>\n<p><a href=\"/debug/vars\">/debug/vars</a></p>\n</body></html>\n";
-
-/// A JSON string literal.
-pub fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
 
 #[cfg(test)]
 mod tests {
@@ -146,10 +128,5 @@ mod tests {
         );
         assert_eq!(debug.handle("POST", "/debug/vars").status, 405);
         assert_eq!(debug.handle("GET", "/debug/pprof/").status, 200);
-    }
-
-    #[test]
-    fn json_strings_are_escaped() {
-        assert_eq!(json_string("a\"b\\\n"), "\"a\\\"b\\\\\\n\"");
     }
 }

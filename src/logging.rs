@@ -44,8 +44,8 @@ pub fn init(level: log::LevelFilter, json: bool) {
     let _ = builder.try_init();
 }
 
-/// A double-quoted, escaped string.
-fn quote(text: &str) -> String {
+/// A double-quoted string escaped so that it is valid both in a logfmt line and in JSON.
+pub fn quote(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 2);
     out.push('"');
     for c in text.chars() {
@@ -77,5 +77,6 @@ mod tests {
     #[test]
     fn messages_are_quoted_and_escaped() {
         assert_eq!(quote("a \"b\"\nc"), "\"a \\\"b\\\"\\nc\"");
+        assert_eq!(quote("a\"b\\\n"), "\"a\\\"b\\\\\\n\"");
     }
 }
