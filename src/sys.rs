@@ -238,8 +238,8 @@ pub fn restore_handler(saved: SavedAction) -> io::Result<()> {
 /// interval that was set before.
 pub fn set_profiling_timer(interval: std::time::Duration) -> io::Result<std::time::Duration> {
     let tv = libc::timeval {
-        tv_sec: interval.as_secs() as libc::time_t,
-        tv_usec: interval.subsec_micros() as libc::suseconds_t,
+        tv_sec: interval.as_secs() as _,
+        tv_usec: interval.subsec_micros() as _,
     };
     let new = libc::itimerval {
         it_interval: tv,

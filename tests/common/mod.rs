@@ -16,8 +16,9 @@ use grpcio::{ChannelBuilder, EnvBuilder};
 /// How long a daemon may take to start or stop in tests (generous for slow CI machines).
 pub const START_DEADLINE: Duration = Duration::from_secs(30);
 
-pub fn ctrd_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_ctrd")
+/// The binary under test: the one cargo built, or `$CTRD_BIN` (e.g. the static build).
+pub fn ctrd_bin() -> String {
+    std::env::var("CTRD_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_ctrd").to_string())
 }
 
 /// A required external tool; a missing tool fails the test loudly.
