@@ -5,6 +5,7 @@
 //! - [`cli`]: flags and subcommands.
 //! - [`config`]: containerd's config schema, imports and merging, migration, TOML output.
 //! - [`content`]: the local content-addressed store (blobs and resumable ingests).
+//! - [`metadata`]: the transactional metadata store (namespaces, content records, leases).
 //! - [`plugin`]: registrations, dependency ordering, init context, the plugin set.
 //! - [`server`]: boot and stop, the threads that own each listener, signals, sd_notify.
 //! - [`services`]: containerd's services as plain logic plus thin gRPC adapters.
@@ -31,6 +32,7 @@ pub mod events;
 pub mod filters;
 pub mod identifiers;
 pub mod logging;
+pub mod metadata;
 pub mod metrics;
 pub mod plugin;
 pub mod rpc;
