@@ -53,7 +53,10 @@ fn ctr_plugins_ls_lists_plugins_in_init_order_with_status() {
             ("io.containerd.warning.v1", "deprecations"),
             ("io.containerd.event.v1", "exchange"),
             ("io.containerd.grpc.v1", "events"),
+            ("io.containerd.metadata.v1", "bolt"),
+            ("io.containerd.service.v1", "namespaces-service"),
             ("io.containerd.service.v1", "introspection-service"),
+            ("io.containerd.grpc.v1", "namespaces"),
             ("io.containerd.grpc.v1", "introspection"),
             ("io.containerd.grpc.v1", "version"),
             ("io.containerd.grpc.v1", "healthcheck"),
@@ -263,4 +266,42 @@ fn ctr_namespace_reaches_the_server() {
         ),
         "{logs}"
     );
+}
+
+#[test]
+fn ctr_namespaces_create_list_label_remove() {
+    let daemon = Daemon::start("namespaces");
+    daemon.ctr_ok(&["namespaces", "create", "edge", "site=north"]);
+    let dup = daemon.ctr(&["namespaces", "create", "edge"]);
+    assert!(!dup.status.success());
+    assert!(
+        String::from_utf8_lossy(&dup.stderr).contains("namespace \"edge\": already exists"),
+        "{}",
+        String::from_utf8_lossy(&dup.stderr)
+    );
+    // Labelling an unknown namespace creates it, as in containerd.
+    daemon.ctr_ok(&["namespaces", "label", "made-by-label", "a=b"]);
+    let list = daemon.ctr_ok(&["namespaces", "ls"]);
+    let rows: Vec<Vec<&str>> = list
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows,
+        [vec!["edge", "site=north"], vec!["made-by-label", "a=b"]],
+        "{list}"
+    );
+    let bad = daemon.ctr(&["namespaces", "create", "--", "-bad-"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("must match"));
+    daemon.ctr_ok(&["namespaces", "label", "edge", "site="]);
+    daemon.ctr_ok(&["namespaces", "rm", "edge", "made-by-label"]);
+    assert_eq!(daemon.ctr_ok(&["namespaces", "ls", "-q"]).trim(), "");
+    // Namespaces live in the metadata store's file under the bolt plugin's root.
+    daemon.ctr_ok(&["namespaces", "create", "kept"]);
+    let root = daemon.dir.join("root");
+    assert!(root
+        .join("io.containerd.metadata.v1.bolt/meta.redb")
+        .exists());
 }

@@ -80,6 +80,13 @@ pub mod namespaces {
     pub use super::glue::namespaces_grpc::{create_namespaces, Namespaces, NamespacesClient};
 }
 
+/// `containerd.events`: the payloads the daemon publishes.
+pub mod event_types {
+    pub use super::generated::namespace_events::{
+        NamespaceCreate, NamespaceDelete, NamespaceUpdate,
+    };
+}
+
 /// `containerd.services.content.v1`.
 pub mod content {
     pub use super::generated::content::{

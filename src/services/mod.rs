@@ -8,4 +8,5 @@ pub mod deprecations;
 pub mod events;
 pub mod health;
 pub mod introspection;
+pub mod namespaces;
 pub mod version;

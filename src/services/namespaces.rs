@@ -1,0 +1,199 @@
+//! `containerd.services.namespaces.v1.Namespaces` over the metadata store, with
+//! containerd's quirks: Get never answers NotFound, label updates create the namespace,
+//! Delete refuses a namespace that still holds anything.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::api::event_types::{NamespaceCreate, NamespaceDelete, NamespaceUpdate};
+use crate::api::namespaces::{
+    create_namespaces, CreateNamespaceRequest, CreateNamespaceResponse, DeleteNamespaceRequest,
+    GetNamespaceRequest, GetNamespaceResponse, ListNamespacesRequest, ListNamespacesResponse,
+    Namespace, Namespaces, UpdateNamespaceRequest, UpdateNamespaceResponse,
+};
+use crate::api::Empty;
+use crate::errdefs::Error;
+use crate::events::{any_of, Exchange};
+use crate::metadata::Db;
+use crate::plugin::{types, GrpcServices, Instance, Registration};
+use crate::rpc::{Call, RpcResult};
+
+/// The namespaces service: the store plus the exchange its events go to.
+pub struct NamespacesService {
+    db: Arc<Db>,
+    exchange: Arc<Exchange>,
+}
+
+impl NamespacesService {
+    pub fn new(db: Arc<Db>, exchange: Arc<Exchange>) -> Self {
+        NamespacesService { db, exchange }
+    }
+
+    fn publish<M: protobuf::MessageFull>(&self, namespace: &str, topic: &str, event: &M) {
+        let result = any_of(event).and_then(|any| self.exchange.publish(namespace, topic, any));
+        if let Err(err) = result {
+            log::warn!("failed to publish {topic} for namespace {namespace}: {err}");
+        }
+    }
+
+    fn namespace(&self, name: &str) -> RpcResult<Namespace> {
+        Ok(Namespace {
+            name: name.to_string(),
+            labels: self.db.namespace_labels(name)?.into_iter().collect(),
+            ..Default::default()
+        })
+    }
+}
+
+impl Namespaces for NamespacesService {
+    fn get(&self, _call: &Call, req: GetNamespaceRequest) -> RpcResult<GetNamespaceResponse> {
+        Ok(GetNamespaceResponse {
+            namespace: Some(self.namespace(&req.name)?).into(),
+            ..Default::default()
+        })
+    }
+
+    fn list(&self, _call: &Call, _req: ListNamespacesRequest) -> RpcResult<ListNamespacesResponse> {
+        let namespaces = self
+            .db
+            .list_namespaces()?
+            .iter()
+            .map(|name| self.namespace(name))
+            .collect::<RpcResult<Vec<_>>>()?;
+        Ok(ListNamespacesResponse {
+            namespaces,
+            ..Default::default()
+        })
+    }
+
+    fn create(
+        &self,
+        _call: &Call,
+        req: CreateNamespaceRequest,
+    ) -> RpcResult<CreateNamespaceResponse> {
+        let namespace = req.namespace.into_option().unwrap_or_default();
+        let labels: BTreeMap<String, String> = namespace.labels.clone().into_iter().collect();
+        self.db.create_namespace(&namespace.name, &labels)?;
+        self.publish(
+            &namespace.name,
+            "/namespaces/create",
+            &NamespaceCreate {
+                name: namespace.name.clone(),
+                labels: namespace.labels.clone(),
+                ..Default::default()
+            },
+        );
+        Ok(CreateNamespaceResponse {
+            namespace: Some(namespace).into(),
+            ..Default::default()
+        })
+    }
+
+    fn update(
+        &self,
+        _call: &Call,
+        req: UpdateNamespaceRequest,
+    ) -> RpcResult<UpdateNamespaceResponse> {
+        let namespace = req.namespace.into_option().unwrap_or_default();
+        let paths = req
+            .update_mask
+            .as_ref()
+            .map(|mask| mask.paths.clone())
+            .unwrap_or_default();
+        if paths.is_empty() {
+            let labels: BTreeMap<String, String> = namespace.labels.clone().into_iter().collect();
+            self.db.replace_namespace_labels(&namespace.name, &labels)?;
+        } else {
+            for path in &paths {
+                let Some(key) = path.strip_prefix("labels.") else {
+                    return Err(Error::invalid_argument(format!(
+                        "cannot update {path:?} field: invalid argument"
+                    )));
+                };
+                let value = namespace.labels.get(key).cloned().unwrap_or_default();
+                self.db.set_namespace_label(&namespace.name, key, &value)?;
+            }
+        }
+        let current = self.namespace(&namespace.name)?;
+        self.publish(
+            &namespace.name,
+            "/namespaces/update",
+            &NamespaceUpdate {
+                name: namespace.name.clone(),
+                labels: current.labels,
+                ..Default::default()
+            },
+        );
+        Ok(UpdateNamespaceResponse::default())
+    }
+
+    fn delete(&self, _call: &Call, req: DeleteNamespaceRequest) -> RpcResult<Empty> {
+        self.db.delete_namespace(&req.name)?;
+        self.publish(
+            &req.name,
+            "/namespaces/delete",
+            &NamespaceDelete {
+                name: req.name.clone(),
+                ..Default::default()
+            },
+        );
+        Ok(Empty::default())
+    }
+}
+
+impl GrpcServices for NamespacesService {
+    fn grpc_services(&self) -> Vec<grpcio::Service> {
+        vec![create_namespaces(Arc::new(NamespacesService {
+            db: self.db.clone(),
+            exchange: self.exchange.clone(),
+        }))]
+    }
+}
+
+fn single<T: std::any::Any + Send + Sync>(
+    ic: &crate::plugin::InitContext,
+    r#type: &str,
+) -> Result<Arc<T>, Error> {
+    ic.plugins()
+        .get_single(r#type)?
+        .instance()
+        .map_err(Clone::clone)?
+        .get::<T>()
+        .ok_or_else(|| Error::internal(format!("{type} plugin has an unexpected type")))
+}
+
+/// `io.containerd.metadata.v1.bolt` (the store, a redb file under its root),
+/// `io.containerd.service.v1.namespaces-service` and `io.containerd.grpc.v1.namespaces`.
+pub fn registrations() -> Vec<Registration> {
+    vec![
+        Registration::new(types::METADATA, "bolt", |ic| {
+            let root = ic.root();
+            std::fs::create_dir_all(&root)
+                .map_err(|err| Error::internal(format!("create {}: {err}", root.display())))?;
+            let path = root.join("meta.redb");
+            let db = Arc::new(Db::open(&path)?);
+            ic.meta
+                .exports
+                .insert("path".into(), path.to_string_lossy().into_owned());
+            ic.meta.exports.insert("policy".into(), "shared".into());
+            Ok(Instance::new(db))
+        })
+        .requires(&[types::CONTENT, types::EVENT, types::SNAPSHOT]),
+        Registration::new(types::SERVICE, "namespaces-service", |ic| {
+            let db = single::<Db>(ic, types::METADATA)?;
+            let exchange = single::<Exchange>(ic, types::EVENT)?;
+            Ok(Instance::new(Arc::new(NamespacesService::new(
+                db, exchange,
+            ))))
+        })
+        .requires(&[types::EVENT, types::METADATA]),
+        Registration::new(types::GRPC, "namespaces", |ic| {
+            let service = ic
+                .plugins()
+                .value::<NamespacesService>(types::SERVICE, "namespaces-service")
+                .ok_or_else(|| Error::not_found("namespaces service not loaded"))?;
+            Ok(Instance::new(service.clone()).with_grpc(service))
+        })
+        .requires(&[types::SERVICE]),
+    ]
+}
