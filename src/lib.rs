@@ -18,6 +18,7 @@
 //! - [`metrics`]: the Prometheus registry and the gRPC interceptor.
 //! - [`debug`]: the `/debug` endpoints.
 //! - [`logging`]: logrus-style log lines.
+//! - [`timefmt`]: RFC 3339 timestamps as Go writes them.
 //! - [`sys`]: the few raw system calls (the only `unsafe` code).
 #![deny(unsafe_code)]
 
@@ -39,6 +40,7 @@ pub mod rpc;
 pub mod server;
 pub mod services;
 pub mod sys;
+pub mod timefmt;
 
 /// The version ctrd reports (`Version/Version`, `ctrd --version`).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -7,7 +7,7 @@
 //! nothing, and is reported for deletion; an unparsable expiry is ignored.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use redb::ReadableTable;
 
@@ -15,6 +15,7 @@ use super::content::ContentRecord;
 use super::leases::Lease;
 use super::{Db, StoreResult, CONTENT, GC_EXPIRE_LABEL, GC_ROOT_LABEL, LEASES, LEASE_RESOURCES};
 use crate::errdefs::Error;
+use crate::timefmt::parse_rfc3339;
 
 const GC_REF_CONTENT: &str = "containerd.io/gc.ref.content";
 
@@ -90,76 +91,11 @@ impl Db {
     }
 }
 
-/// Parses an RFC 3339 timestamp (`2006-01-02T15:04:05[.frac](Z|±hh:mm)`).
-pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
-    let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
-        return None;
-    }
-    if b[13] != b':' || b[16] != b':' {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| -> Option<i64> {
-        let part = s.get(r)?;
-        if !part.bytes().all(|c| c.is_ascii_digit()) {
-            return None;
-        }
-        part.parse().ok()
-    };
-    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (hour, min, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || min > 59 || sec > 60 {
-        return None;
-    }
-    let mut rest = &s[19..];
-    let mut nanos: u32 = 0;
-    if let Some(frac) = rest.strip_prefix('.') {
-        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 || digits > 9 {
-            return None;
-        }
-        nanos = frac[..digits].parse::<u32>().ok()? * 10u32.pow(9 - digits as u32);
-        rest = &frac[digits..];
-    }
-    let offset = match rest {
-        "Z" | "z" => 0,
-        _ if rest.len() == 6 && rest.as_bytes()[3] == b':' => {
-            let sign = match rest.as_bytes()[0] {
-                b'+' => 1,
-                b'-' => -1,
-                _ => return None,
-            };
-            let hh: i64 = rest.get(1..3)?.parse().ok()?;
-            let mm: i64 = rest.get(4..6)?.parse().ok()?;
-            sign * (hh * 3600 + mm * 60)
-        }
-        _ => return None,
-    };
-    let secs = days_from_civil(year, month, day) * 86_400 + hour * 3600 + min * 60 + sec - offset;
-    if secs >= 0 {
-        UNIX_EPOCH.checked_add(Duration::new(secs as u64, nanos))
-    } else {
-        UNIX_EPOCH
-            .checked_sub(Duration::from_secs(secs.unsigned_abs()))?
-            .checked_add(Duration::from_nanos(u64::from(nanos)))
-    }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::tests::{labels, open_temp};
     use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
 
     fn digest(c: char) -> String {
         format!("sha256:{}", c.to_string().repeat(64))
@@ -172,27 +108,6 @@ mod tests {
             created_at: UNIX_EPOCH,
             updated_at: UNIX_EPOCH,
             labels: labels(pairs),
-        }
-    }
-
-    #[test]
-    fn parses_rfc3339() {
-        let t = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        assert_eq!(parse_rfc3339("2023-11-14T22:13:20Z"), Some(t));
-        assert_eq!(parse_rfc3339("2023-11-15T00:13:20+02:00"), Some(t));
-        assert_eq!(
-            parse_rfc3339("2023-11-14T22:13:20.5Z"),
-            Some(t + Duration::from_millis(500))
-        );
-        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(UNIX_EPOCH));
-        for bad in [
-            "",
-            "2023-11-14",
-            "2023-13-14T22:13:20Z",
-            "2023-11-14T22:13:20",
-            "yesterday",
-        ] {
-            assert_eq!(parse_rfc3339(bad), None, "{bad}");
         }
     }
 
