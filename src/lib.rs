@@ -14,6 +14,7 @@
 //! - [`events`]: the event exchange (publish, forward, subscribe).
 //! - [`errdefs`]: error classes and their single mapping to gRPC/ttrpc codes.
 //! - [`filters`]: containerd's filter syntax.
+//! - [`gc`]: when garbage collection runs (the scheduler plugin).
 //! - [`identifiers`]: containerd's identifier rule.
 //! - [`metrics`]: the Prometheus registry and the gRPC interceptor.
 //! - [`debug`]: the `/debug` endpoints.
@@ -31,6 +32,7 @@ pub mod debug;
 pub mod errdefs;
 pub mod events;
 pub mod filters;
+pub mod gc;
 pub mod identifiers;
 pub mod logging;
 pub mod metadata;

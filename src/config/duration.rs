@@ -156,6 +156,25 @@ fn decimal(value: u128, places: u32) -> String {
     format!("{whole}.{}", digits.trim_end_matches('0'))
 }
 
+/// A duration in a plugin's typed config, written as Go writes it (`"100ms"`, `"1m0s"`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct GoDuration(pub Duration);
+
+impl serde::Serialize for GoDuration {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format_duration(self.0))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for GoDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        parse_duration(&text)
+            .map(GoDuration)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 /// Every `[timeouts]` entry parsed; the first bad one is the error.
 pub fn parse_timeouts(config: &Config) -> Result<BTreeMap<String, Duration>, ConfigError> {
     config

@@ -29,7 +29,7 @@ mod testlog;
 
 use std::path::PathBuf;
 
-pub use duration::{format_duration, parse_duration, parse_timeouts};
+pub use duration::{format_duration, parse_duration, parse_timeouts, GoDuration};
 pub use load::load;
 pub use migrate::short_id_to_uri;
 pub use output::to_toml;

@@ -65,7 +65,7 @@ impl Db {
             }
             table.insert(key, rec.encode().as_slice()).store()?;
         }
-        txn.commit().store()
+        self.commit(txn, false)
     }
 
     /// The record of `digest` in `ns`.
@@ -144,7 +144,7 @@ impl Db {
                 .store()?;
             rec
         };
-        txn.commit().store()?;
+        self.commit(txn, false)?;
         Ok(updated)
     }
 
@@ -157,7 +157,7 @@ impl Db {
                 return Err(not_found(digest));
             }
         }
-        txn.commit().store()
+        self.commit(txn, true)
     }
 }
 

@@ -141,7 +141,7 @@ impl Db {
                 .finish();
             table.insert((ns, id), value.as_slice()).store()?;
         }
-        txn.commit().store()?;
+        self.commit(txn, false)?;
         Ok(lease)
     }
 
@@ -158,7 +158,7 @@ impl Db {
                 .retain_in((ns, id, "", "").., |(n, l, _, _), ()| n != ns || l != id)
                 .store()?;
         }
-        txn.commit().store()
+        self.commit(txn, true)
     }
 
     /// Every lease of `ns`, by id.
@@ -192,7 +192,7 @@ impl Db {
             let mut resources = txn.open_table(LEASE_RESOURCES).store()?;
             resources.insert((ns, id, rtype, rid), ()).store()?;
         }
-        txn.commit().store()
+        self.commit(txn, false)
     }
 
     /// Removes resource (`rtype`, `rid`) from lease `id`; removing an absent one is not an error.
@@ -210,7 +210,7 @@ impl Db {
             let mut resources = txn.open_table(LEASE_RESOURCES).store()?;
             resources.remove((ns, id, rtype, rid)).store()?;
         }
-        txn.commit().store()
+        self.commit(txn, true)
     }
 
     /// The (type, id) resources of lease `id`, sorted by type then id.

@@ -20,6 +20,7 @@ mod namespaces;
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use parking_lot::RwLock;
 use redb::{Database, ReadableTable, TableDefinition};
 
 use crate::errdefs::{Class, Error};
@@ -46,7 +47,11 @@ const LEASE_RESOURCES: TableDefinition<(&str, &str, &str, &str), ()> =
 /// The metadata database; see the module documentation.
 pub struct Db {
     db: Database,
+    callbacks: RwLock<Vec<MutationCallback>>,
 }
+
+/// Called after every committed change, with `true` when the change deleted something.
+pub type MutationCallback = Box<dyn Fn(bool) + Send + Sync>;
 
 impl Db {
     /// Opens (creating if needed) the database file at `path`, usually `<root>/meta.redb`.
@@ -61,7 +66,24 @@ impl Db {
             txn.open_table(LEASE_RESOURCES).store()?;
         }
         txn.commit().store()?;
-        Ok(Db { db })
+        Ok(Db {
+            db,
+            callbacks: RwLock::new(Vec::new()),
+        })
+    }
+
+    /// Registers `callback` to hear of every committed change (the GC scheduler's feed).
+    pub fn register_mutation_callback(&self, callback: impl Fn(bool) + Send + Sync + 'static) {
+        self.callbacks.write().push(Box::new(callback));
+    }
+
+    /// Commits `txn`, then tells the callbacks; `dirty` when the change deleted something.
+    fn commit(&self, txn: redb::WriteTransaction, dirty: bool) -> Result<(), Error> {
+        txn.commit().store()?;
+        for callback in self.callbacks.read().iter() {
+            callback(dirty);
+        }
+        Ok(())
     }
 }
 

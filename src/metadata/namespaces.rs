@@ -63,7 +63,7 @@ impl Db {
             }
         }
         write_labels(&txn, name, labels)?;
-        txn.commit().store()
+        self.commit(txn, false)
     }
 
     /// The labels of `name`; an unknown namespace has none (never NotFound).
@@ -95,7 +95,7 @@ impl Db {
             labels.insert(key.to_string(), value.to_string());
         }
         write_labels(&txn, name, &labels)?;
-        txn.commit().store()
+        self.commit(txn, false)
     }
 
     /// Replaces all labels, creating the namespace if missing.
@@ -109,7 +109,7 @@ impl Db {
         ensure_namespace(&txn, name)?;
         validate_labels(labels)?;
         write_labels(&txn, name, labels)?;
-        txn.commit().store()
+        self.commit(txn, false)
     }
 
     /// Deletes an empty namespace.
@@ -141,7 +141,7 @@ impl Db {
                 ));
             }
         }
-        txn.commit().store()
+        self.commit(txn, false)
     }
 }
 

@@ -1,0 +1,380 @@
+//! When garbage collection runs: the `io.containerd.gc.v1.scheduler` plugin.
+//!
+//! The metadata store reports every committed change as a mutation, marked dirty when it
+//! deleted something. One thread owns the schedule and decides, with containerd's rules and
+//! config keys, when the collector runs:
+//! * once `startup_delay` after start;
+//! * `schedule_delay` after a dirty change when `deletion_threshold` is 0 (the default), or
+//!   after that many deletions otherwise;
+//! * after `mutation_threshold` mutations, at the next periodic check;
+//! * when asked to by [`Scheduler::schedule_and_wait`] (a lease deleted with `sync`).
+//!
+//! Between collections it wakes every interval, where the interval keeps collection pauses
+//! under `pause_threshold` of real time, and skips the run when nothing asked for one.
+
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+use crate::config::GoDuration;
+use crate::errdefs::Error;
+
+/// Runs one collection.
+pub trait Collector: Send + Sync {
+    fn garbage_collect(&self) -> Result<Stats, Error>;
+}
+
+/// What one collection did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub elapsed: Duration,
+    /// Records, blobs, ingests and leases removed.
+    pub removed: usize,
+}
+
+/// `[plugins.'io.containerd.gc.v1.scheduler']`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SchedulerConfig {
+    /// The largest share of real time collections may take (capped at 0.5).
+    pub pause_threshold: f64,
+    /// Deletions that force a collection; 0 means any deletion schedules one.
+    pub deletion_threshold: i64,
+    /// Mutations after which the next periodic check collects; 0 disables it.
+    pub mutation_threshold: i64,
+    /// How long after a trigger the collection runs.
+    pub schedule_delay: GoDuration,
+    /// How long after start the first collection runs.
+    pub startup_delay: GoDuration,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig {
+            pause_threshold: 0.02,
+            deletion_threshold: 0,
+            mutation_threshold: 100,
+            schedule_delay: GoDuration(Duration::ZERO),
+            startup_delay: GoDuration(Duration::from_millis(100)),
+        }
+    }
+}
+
+/// Collections shorter than this count as this long when spacing them.
+const MINIMUM_GC_TIME: Duration = Duration::from_millis(5);
+
+type Reply = Sender<Result<Stats, Error>>;
+
+enum Event {
+    Mutation { dirty: bool },
+    Trigger(Reply),
+    Stop,
+}
+
+/// The handle to the scheduler thread.
+pub struct Scheduler {
+    tx: Sender<Event>,
+    thread: Mutex<Option<thread::JoinHandle<()>>>,
+    config: SchedulerConfig,
+}
+
+impl Scheduler {
+    /// Starts the scheduler thread for `collector`.
+    pub fn start(
+        collector: Arc<dyn Collector>,
+        mut config: SchedulerConfig,
+    ) -> Result<Self, Error> {
+        config.pause_threshold = config.pause_threshold.clamp(0.0, 0.5);
+        config.deletion_threshold = config.deletion_threshold.max(0);
+        config.mutation_threshold = config.mutation_threshold.max(0);
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let state = Loop::new(collector, config.clone());
+        let thread = thread::Builder::new()
+            .name("gc-scheduler".into())
+            .spawn(move || state.run(rx))
+            .map_err(|err| Error::internal(format!("start gc scheduler: {err}")))?;
+        Ok(Scheduler {
+            tx,
+            thread: Mutex::new(Some(thread)),
+            config,
+        })
+    }
+
+    /// The effective config (thresholds clamped as containerd does).
+    pub fn config(&self) -> &SchedulerConfig {
+        &self.config
+    }
+
+    /// Reports one committed change; `dirty` when it deleted something.
+    pub fn mutation(&self, dirty: bool) {
+        let _ = self.tx.send(Event::Mutation { dirty });
+    }
+
+    /// Schedules a collection and waits for one that started after this call.
+    pub fn schedule_and_wait(&self) -> Result<Stats, Error> {
+        let (reply, done) = crossbeam_channel::bounded(1);
+        self.tx
+            .send(Event::Trigger(reply))
+            .map_err(|_| Error::unavailable("garbage collector stopped"))?;
+        done.recv()
+            .map_err(|_| Error::unavailable("garbage collector stopped"))?
+    }
+
+    /// Stops the thread; waiters get an error. Idempotent.
+    pub fn stop(&self) {
+        let _ = self.tx.send(Event::Stop);
+        if let Some(handle) = self.thread.lock().take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Drop for Scheduler {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The state the scheduler thread keeps between events.
+struct Loop {
+    collector: Arc<dyn Collector>,
+    config: SchedulerConfig,
+    next: Option<Instant>,
+    collected_once: bool,
+    interval: Duration,
+    time_sum: Duration,
+    collections: u32,
+    triggered: bool,
+    deletions: i64,
+    mutations: i64,
+    waiters: Vec<Reply>,
+}
+
+impl Loop {
+    fn new(collector: Arc<dyn Collector>, config: SchedulerConfig) -> Self {
+        let startup = config.startup_delay.0;
+        Loop {
+            collector,
+            next: (!startup.is_zero()).then(|| Instant::now() + startup),
+            config,
+            collected_once: false,
+            interval: Duration::from_secs(1),
+            time_sum: Duration::ZERO,
+            collections: 0,
+            triggered: false,
+            deletions: 0,
+            mutations: 0,
+            waiters: Vec::new(),
+        }
+    }
+
+    fn run(mut self, rx: Receiver<Event>) {
+        loop {
+            let timer = match self.next {
+                Some(at) => crossbeam_channel::at(at),
+                None => crossbeam_channel::never(),
+            };
+            crossbeam_channel::select! {
+                recv(rx) -> event => match event {
+                    Ok(Event::Mutation { dirty }) => self.on_event(true, dirty, None),
+                    Ok(Event::Trigger(reply)) => self.on_event(false, false, Some(reply)),
+                    Ok(Event::Stop) | Err(_) => return,
+                },
+                recv(timer) -> _ => {
+                    if self.idle() {
+                        self.next = Some(Instant::now() + self.interval);
+                    } else {
+                        self.collect();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Nothing asked for a collection since the last one.
+    fn idle(&self) -> bool {
+        let threshold = self.config.mutation_threshold;
+        !self.triggered
+            && self.collected_once
+            && self.deletions == 0
+            && (threshold == 0 || self.mutations < threshold)
+    }
+
+    fn on_event(&mut self, mutation: bool, dirty: bool, reply: Option<Reply>) {
+        if dirty {
+            self.deletions += 1;
+        }
+        if mutation {
+            self.mutations += 1;
+        } else {
+            self.triggered = true;
+        }
+        self.waiters.extend(reply);
+        let c = &self.config;
+        let now_needed = self.triggered
+            || (c.deletion_threshold > 0 && self.deletions >= c.deletion_threshold)
+            || (self.next.is_none()
+                && ((c.deletion_threshold == 0 && self.deletions > 0)
+                    || (c.mutation_threshold > 0 && self.mutations >= c.mutation_threshold)));
+        if now_needed {
+            let at = Instant::now() + c.schedule_delay.0;
+            if !matches!(self.next, Some(next) if next <= at) {
+                self.next = Some(at);
+            }
+        }
+    }
+
+    fn collect(&mut self) {
+        let started = Instant::now();
+        let result = self.collector.garbage_collect();
+        self.collected_once = true;
+        match &result {
+            Ok(stats) => {
+                log::debug!(
+                    "garbage collected: removed {} in {:?}",
+                    stats.removed,
+                    stats.elapsed
+                );
+                self.time_sum += started.elapsed();
+                self.collections += 1;
+                self.triggered = false;
+                self.deletions = 0;
+                self.mutations = 0;
+                if self.config.pause_threshold > 0.0 {
+                    let avg = (self.time_sum / self.collections).max(MINIMUM_GC_TIME);
+                    self.interval = avg.div_f64(self.config.pause_threshold) - avg;
+                }
+                self.next = Some(Instant::now() + self.interval);
+            }
+            Err(err) => {
+                log::error!("garbage collection failed: {err}");
+                self.next = Some(Instant::now() + self.interval + Duration::from_secs(1));
+            }
+        }
+        for waiter in self.waiters.drain(..) {
+            let _ = waiter.send(result.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[derive(Default)]
+    struct Counting {
+        runs: AtomicUsize,
+        fail: bool,
+    }
+
+    impl Collector for Counting {
+        fn garbage_collect(&self) -> Result<Stats, Error> {
+            let n = self.runs.fetch_add(1, Ordering::SeqCst) + 1;
+            if self.fail {
+                return Err(Error::internal("disk on fire"));
+            }
+            Ok(Stats {
+                elapsed: Duration::from_micros(10),
+                removed: n,
+            })
+        }
+    }
+
+    fn config(startup_ms: u64, schedule_ms: u64) -> SchedulerConfig {
+        SchedulerConfig {
+            startup_delay: GoDuration(Duration::from_millis(startup_ms)),
+            schedule_delay: GoDuration(Duration::from_millis(schedule_ms)),
+            ..Default::default()
+        }
+    }
+
+    fn wait_runs(c: &Counting, want: usize) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while c.runs.load(Ordering::SeqCst) < want {
+            assert!(
+                Instant::now() < deadline,
+                "collector never reached {want} runs"
+            );
+            thread::yield_now();
+        }
+    }
+
+    #[test]
+    fn startup_collection_runs_once_then_idles() {
+        let c = Arc::new(Counting::default());
+        let s = Scheduler::start(c.clone(), config(1, 0)).unwrap();
+        wait_runs(&c, 1);
+        // A trigger afterwards gets a collection of its own.
+        let stats = s.schedule_and_wait().unwrap();
+        assert_eq!(stats.removed, 2);
+        s.stop();
+        assert_eq!(c.runs.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn deletion_schedules_a_collection_but_plain_mutations_do_not() {
+        let c = Arc::new(Counting::default());
+        // No startup collection: only events drive it.
+        let s = Scheduler::start(c.clone(), config(0, 0)).unwrap();
+        for _ in 0..5 {
+            s.mutation(false);
+        }
+        // A sync trigger is processed after the mutations, so if they had scheduled a run
+        // it would have counted first.
+        assert_eq!(s.schedule_and_wait().unwrap().removed, 1);
+        s.mutation(true);
+        wait_runs(&c, 2);
+        s.stop();
+    }
+
+    #[test]
+    fn mutation_threshold_forces_collection() {
+        let c = Arc::new(Counting::default());
+        let cfg = SchedulerConfig {
+            mutation_threshold: 3,
+            ..config(0, 0)
+        };
+        let s = Scheduler::start(c.clone(), cfg).unwrap();
+        for _ in 0..3 {
+            s.mutation(false);
+        }
+        wait_runs(&c, 1);
+        s.stop();
+    }
+
+    #[test]
+    fn failed_collection_reaches_waiters_and_stop_ends_waits() {
+        let c = Arc::new(Counting {
+            fail: true,
+            ..Default::default()
+        });
+        let s = Scheduler::start(c.clone(), config(0, 0)).unwrap();
+        let err = s.schedule_and_wait().unwrap_err();
+        assert_eq!(err.message(), "disk on fire");
+        s.stop();
+        assert!(s.schedule_and_wait().is_err());
+    }
+
+    #[test]
+    fn thresholds_are_clamped_and_config_round_trips() {
+        let c = Arc::new(Counting::default());
+        let cfg = SchedulerConfig {
+            pause_threshold: 3.0,
+            mutation_threshold: -4,
+            ..config(0, 0)
+        };
+        let s = Scheduler::start(c, cfg).unwrap();
+        assert_eq!(s.config().pause_threshold, 0.5);
+        assert_eq!(s.config().mutation_threshold, 0);
+        let text = toml::to_string(&SchedulerConfig::default()).unwrap();
+        assert!(text.contains("startup_delay = \"100ms\""), "{text}");
+        let back: SchedulerConfig = toml::from_str(&text).unwrap();
+        assert_eq!(back, SchedulerConfig::default());
+        assert!(toml::from_str::<SchedulerConfig>("schedule_delay = \"5 parsecs\"").is_err());
+    }
+}
