@@ -22,6 +22,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::GoDuration;
 use crate::errdefs::Error;
+use crate::metadata::Metadata;
+use crate::plugin::{types, Instance, Registration};
 
 /// Runs one collection.
 pub trait Collector: Send + Sync {
@@ -62,6 +64,34 @@ impl Default for SchedulerConfig {
             startup_delay: GoDuration(Duration::from_millis(100)),
         }
     }
+}
+
+/// `io.containerd.gc.v1.scheduler`: collects the metadata plugin's garbage.
+pub fn registration() -> Registration {
+    Registration::new(types::GC, "scheduler", |ic| {
+        let config = ic.config::<SchedulerConfig>()?.clone();
+        let meta = crate::services::content::single::<Metadata>(ic, types::METADATA)?;
+        let scheduler = Arc::new(Scheduler::start(meta.clone(), config)?);
+        let feed = Arc::downgrade(&scheduler);
+        meta.db.register_mutation_callback(move |dirty| {
+            if let Some(s) = feed.upgrade() {
+                s.mutation(dirty);
+            }
+        });
+        let c = scheduler.config();
+        let exports = &mut ic.meta.exports;
+        exports.insert("PauseThreshold".into(), c.pause_threshold.to_string());
+        exports.insert("DeletionThreshold".into(), c.deletion_threshold.to_string());
+        exports.insert("MutationThreshold".into(), c.mutation_threshold.to_string());
+        exports.insert(
+            "ScheduleDelay".into(),
+            crate::config::format_duration(c.schedule_delay.0),
+        );
+        let stopping = scheduler.clone();
+        Ok(Instance::new(scheduler).with_close(move || stopping.stop()))
+    })
+    .requires(&[types::METADATA])
+    .config::<SchedulerConfig>()
 }
 
 /// Collections shorter than this count as this long when spacing them.

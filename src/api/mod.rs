@@ -82,9 +82,27 @@ pub mod namespaces {
 
 /// `containerd.events`: the payloads the daemon publishes.
 pub mod event_types {
+    pub use super::generated::content_events::{ContentCreate, ContentDelete};
     pub use super::generated::namespace_events::{
         NamespaceCreate, NamespaceDelete, NamespaceUpdate,
     };
+}
+
+/// `at` as a protobuf timestamp (times before 1970 become the epoch).
+pub fn timestamp(at: std::time::SystemTime) -> Timestamp {
+    let since = at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    Timestamp {
+        seconds: since.as_secs() as i64,
+        nanos: since.subsec_nanos() as i32,
+        ..Default::default()
+    }
+}
+
+/// A protobuf timestamp as a time (negative or unset ones become the epoch).
+pub fn system_time(ts: &Timestamp) -> std::time::SystemTime {
+    let secs = u64::try_from(ts.seconds).unwrap_or(0);
+    let nanos = u32::try_from(ts.nanos).unwrap_or(0);
+    std::time::UNIX_EPOCH + std::time::Duration::new(secs, nanos)
 }
 
 /// `containerd.services.content.v1`.
@@ -96,6 +114,15 @@ pub mod content {
         WriteAction, WriteContentRequest, WriteContentResponse,
     };
     pub use super::glue::content_grpc::{create_content, Content, ContentClient};
+}
+
+/// `containerd.services.leases.v1`.
+pub mod leases {
+    pub use super::generated::leases::{
+        AddResourceRequest, CreateRequest, CreateResponse, DeleteRequest, DeleteResourceRequest,
+        Lease, ListRequest, ListResourcesRequest, ListResourcesResponse, ListResponse, Resource,
+    };
+    pub use super::glue::leases_grpc::{create_leases, Leases, LeasesClient};
 }
 
 /// `google.rpc.Status`.

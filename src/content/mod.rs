@@ -202,6 +202,11 @@ impl Store {
         Ok(out)
     }
 
+    /// Whether a [`Writer`] in this process holds `ref_`.
+    pub fn is_locked(&self, ref_: &str) -> bool {
+        self.locks.lock().contains(ref_)
+    }
+
     /// Removes the ingest `ref_` and its data.
     pub fn abort(&self, ref_: &str) -> Result<(), Error> {
         let dir = self.ingest_dir(ref_);

@@ -7,7 +7,8 @@ use std::time::SystemTime;
 use redb::ReadableTable;
 
 use super::codec::{Decoder, Encoder};
-use super::{ensure_namespace, validate_labels, Db, StoreResult, CONTENT};
+use super::leases::lease_exists;
+use super::{ensure_namespace, validate_labels, Db, StoreResult, CONTENT, LEASES, LEASE_RESOURCES};
 use crate::errdefs::{Class, Error};
 use crate::identifiers::go_quote;
 
@@ -51,6 +52,17 @@ impl Db {
     /// Records that `ns` references `rec.digest`, creating the namespace if needed.
     /// AlreadyExists if the namespace already has a record for the digest.
     pub fn add_content(&self, ns: &str, rec: &ContentRecord) -> Result<(), Error> {
+        self.add_content_leased(ns, rec, None)
+    }
+
+    /// Like [`Db::add_content`], and in the same transaction, when `lease` names
+    /// (lease id, ingest ref): the lease holds the content instead of the ingest.
+    pub fn add_content_leased(
+        &self,
+        ns: &str,
+        rec: &ContentRecord,
+        lease: Option<(&str, &str)>,
+    ) -> Result<(), Error> {
         validate_labels(&rec.labels)?;
         let txn = self.db.begin_write().store()?;
         ensure_namespace(&txn, ns)?;
@@ -64,6 +76,14 @@ impl Db {
                 ));
             }
             table.insert(key, rec.encode().as_slice()).store()?;
+            if let Some((id, ref_)) = lease {
+                lease_exists(&txn.open_table(LEASES).store()?, ns, id)?;
+                let mut resources = txn.open_table(LEASE_RESOURCES).store()?;
+                resources
+                    .insert((ns, id, "content", rec.digest.as_str()), ())
+                    .store()?;
+                resources.remove((ns, id, "ingests", ref_)).store()?;
+            }
         }
         self.commit(txn, false)
     }

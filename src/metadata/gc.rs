@@ -19,75 +19,171 @@ use crate::timefmt::parse_rfc3339;
 
 const GC_REF_CONTENT: &str = "containerd.io/gc.ref.content";
 
-/// The result of [`Db::gc_roots`].
+/// The result of [`Db::gc_roots`]: what is live as of one instant.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct GcRoots {
-    pub live_digests: BTreeSet<String>,
+    /// (namespace, digest) of every live content record.
+    pub live: BTreeSet<(String, String)>,
+    /// (namespace, ref) of every ingest a live lease holds.
+    pub leased_ingests: BTreeSet<(String, String)>,
     /// (namespace, lease id) of every expired lease.
     pub expired_leases: Vec<(String, String)>,
+}
+
+impl GcRoots {
+    /// The live digests, whatever namespace keeps them.
+    pub fn live_digests(&self) -> BTreeSet<String> {
+        self.live.iter().map(|(_, d)| d.clone()).collect()
+    }
+}
+
+/// The result of [`Db::collect_garbage`].
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Sweep {
+    /// (namespace, digest) of the records removed.
+    pub removed_records: Vec<(String, String)>,
+    /// (namespace, lease id) of the expired leases removed.
+    pub removed_leases: Vec<(String, String)>,
+    /// Every digest some namespace still records: the blobs that must stay.
+    pub referenced: BTreeSet<String>,
+    /// (namespace, ref) of every ingest a live lease holds.
+    pub leased_ingests: BTreeSet<(String, String)>,
+}
+
+type Pair = (&'static str, &'static str);
+type Quad = (&'static str, &'static str, &'static str, &'static str);
+
+/// The mark phase over any view of the tables (a read or a write transaction's).
+fn mark(
+    leases: &impl ReadableTable<Pair, &'static [u8]>,
+    resources: &impl ReadableTable<Quad, ()>,
+    content: &impl ReadableTable<Pair, &'static [u8]>,
+    now: SystemTime,
+) -> Result<GcRoots, Error> {
+    let mut roots = GcRoots::default();
+
+    let mut expired = BTreeSet::new();
+    for row in leases.iter().store()? {
+        let (key, value) = row.store()?;
+        let (ns, id) = key.value();
+        let lease = Lease::decode(id, value.value())?;
+        let expiry = lease
+            .labels
+            .get(GC_EXPIRE_LABEL)
+            .and_then(|v| parse_rfc3339(v));
+        if expiry.is_some_and(|t| t <= now) {
+            expired.insert((ns.to_string(), id.to_string()));
+        }
+    }
+
+    // Per namespace: digest → record, and the digests that start live.
+    let mut records: BTreeMap<String, BTreeMap<String, ContentRecord>> = BTreeMap::new();
+    let mut live: BTreeSet<(String, String)> = BTreeSet::new();
+    for row in resources.iter().store()? {
+        let (key, _) = row.store()?;
+        let (ns, id, rtype, rid) = key.value();
+        if expired.contains(&(ns.to_string(), id.to_string())) {
+            continue;
+        }
+        match rtype {
+            "content" => {
+                live.insert((ns.to_string(), rid.to_string()));
+            }
+            "ingests" => {
+                roots
+                    .leased_ingests
+                    .insert((ns.to_string(), rid.to_string()));
+            }
+            _ => {}
+        }
+    }
+    for row in content.iter().store()? {
+        let (key, value) = row.store()?;
+        let (ns, digest) = key.value();
+        let rec = ContentRecord::decode(digest, value.value())?;
+        if rec.labels.contains_key(GC_ROOT_LABEL) {
+            live.insert((ns.to_string(), digest.to_string()));
+        }
+        records
+            .entry(ns.to_string())
+            .or_default()
+            .insert(digest.to_string(), rec);
+    }
+
+    let mut pending: Vec<(String, String)> = live.iter().cloned().collect();
+    while let Some((ns, digest)) = pending.pop() {
+        let Some(rec) = records.get(&ns).and_then(|m| m.get(&digest)) else {
+            continue;
+        };
+        for (k, v) in &rec.labels {
+            let is_ref = k == GC_REF_CONTENT
+                || k.strip_prefix(GC_REF_CONTENT)
+                    .is_some_and(|r| r.starts_with('.'));
+            if is_ref && live.insert((ns.clone(), v.clone())) {
+                pending.push((ns.clone(), v.clone()));
+            }
+        }
+    }
+    // Only records that exist are live; a lease may name content not (yet) committed.
+    roots.live = live
+        .into_iter()
+        .filter(|(ns, d)| records.get(ns).is_some_and(|m| m.contains_key(d)))
+        .collect();
+    roots.expired_leases = expired.into_iter().collect();
+    Ok(roots)
 }
 
 impl Db {
     /// Collects the GC roots as of `now`, in one read transaction.
     pub fn gc_roots(&self, now: SystemTime) -> Result<GcRoots, Error> {
         let txn = self.db.begin_read().store()?;
-        let mut roots = GcRoots::default();
+        mark(
+            &txn.open_table(LEASES).store()?,
+            &txn.open_table(LEASE_RESOURCES).store()?,
+            &txn.open_table(CONTENT).store()?,
+            now,
+        )
+    }
 
-        let mut expired = BTreeSet::new();
-        for row in txn.open_table(LEASES).store()?.iter().store()? {
-            let (key, value) = row.store()?;
-            let (ns, id) = key.value();
-            let lease = Lease::decode(id, value.value())?;
-            let expiry = lease
-                .labels
-                .get(GC_EXPIRE_LABEL)
-                .and_then(|v| parse_rfc3339(v));
-            if expiry.is_some_and(|t| t <= now) {
-                expired.insert((ns.to_string(), id.to_string()));
+    /// Marks and sweeps in one write transaction: removes expired leases with their resource
+    /// references and every content record that is not live. The mutation callbacks are not
+    /// told (a collection must not schedule another).
+    pub fn collect_garbage(&self, now: SystemTime) -> Result<Sweep, Error> {
+        let txn = self.db.begin_write().store()?;
+        let mut sweep = Sweep::default();
+        {
+            let mut leases = txn.open_table(LEASES).store()?;
+            let mut resources = txn.open_table(LEASE_RESOURCES).store()?;
+            let mut content = txn.open_table(CONTENT).store()?;
+            let roots = mark(&leases, &resources, &content, now)?;
+            for (ns, id) in &roots.expired_leases {
+                leases.remove((ns.as_str(), id.as_str())).store()?;
+                resources
+                    .retain_in((ns.as_str(), id.as_str(), "", "").., |(n, l, _, _), ()| {
+                        n != ns || l != id
+                    })
+                    .store()?;
             }
-        }
-
-        // Per namespace: digest → record, and the digests that start live.
-        let mut records: BTreeMap<String, BTreeMap<String, ContentRecord>> = BTreeMap::new();
-        let mut live: BTreeSet<(String, String)> = BTreeSet::new();
-        for row in txn.open_table(LEASE_RESOURCES).store()?.iter().store()? {
-            let (key, _) = row.store()?;
-            let (ns, id, rtype, rid) = key.value();
-            if rtype == "content" && !expired.contains(&(ns.to_string(), id.to_string())) {
-                live.insert((ns.to_string(), rid.to_string()));
-            }
-        }
-        for row in txn.open_table(CONTENT).store()?.iter().store()? {
-            let (key, value) = row.store()?;
-            let (ns, digest) = key.value();
-            let rec = ContentRecord::decode(digest, value.value())?;
-            if rec.labels.contains_key(GC_ROOT_LABEL) {
-                live.insert((ns.to_string(), digest.to_string()));
-            }
-            records
-                .entry(ns.to_string())
-                .or_default()
-                .insert(digest.to_string(), rec);
-        }
-
-        let mut pending: Vec<(String, String)> = live.iter().cloned().collect();
-        while let Some((ns, digest)) = pending.pop() {
-            let Some(rec) = records.get(&ns).and_then(|m| m.get(&digest)) else {
-                continue;
-            };
-            for (k, v) in &rec.labels {
-                let is_ref = k == GC_REF_CONTENT
-                    || k.strip_prefix(GC_REF_CONTENT)
-                        .is_some_and(|r| r.starts_with('.'));
-                if is_ref && live.insert((ns.clone(), v.clone())) {
-                    pending.push((ns.clone(), v.clone()));
+            let mut dead = Vec::new();
+            for row in content.iter().store()? {
+                let (key, _) = row.store()?;
+                let (ns, digest) = key.value();
+                let pair = (ns.to_string(), digest.to_string());
+                if roots.live.contains(&pair) {
+                    sweep.referenced.insert(pair.1);
+                } else {
+                    dead.push(pair);
                 }
             }
+            for (ns, digest) in &dead {
+                content.remove((ns.as_str(), digest.as_str())).store()?;
+            }
+            sweep.removed_records = dead;
+            sweep.removed_leases = roots.expired_leases;
+            sweep.leased_ingests = roots.leased_ingests;
         }
-
-        roots.live_digests = live.into_iter().map(|(_, d)| d).collect();
-        roots.expired_leases = expired.into_iter().collect();
-        Ok(roots)
+        txn.commit().store()?;
+        Ok(sweep)
     }
 }
 
@@ -148,8 +244,8 @@ mod tests {
         db.create_lease("ns2", "junk", &junk).unwrap();
 
         let roots = db.gc_roots(SystemTime::now()).unwrap();
-        let want: BTreeSet<String> = [a, b, c].into_iter().collect();
-        assert_eq!(roots.live_digests, want);
+        let want: BTreeSet<String> = [a.clone(), b.clone(), c.clone()].into_iter().collect();
+        assert_eq!(roots.live_digests(), want);
         assert_eq!(
             roots.expired_leases,
             vec![("ns2".to_string(), "old".to_string())]
@@ -158,8 +254,36 @@ mod tests {
         // Before the lease expires, its content is live.
         let earlier = UNIX_EPOCH + Duration::from_secs(900_000_000);
         let roots = db.gc_roots(earlier).unwrap();
-        assert!(roots.live_digests.contains(&e));
-        assert!(!roots.live_digests.contains(&d));
+        assert!(roots.live_digests().contains(&e));
+        assert!(!roots.live_digests().contains(&d));
         assert!(roots.expired_leases.is_empty());
+
+        // The sweep removes d and e's record and the expired lease, in one transaction.
+        db.add_lease_resource("ns1", "live", "ingests", "upload-1")
+            .unwrap();
+        let sweep = db.collect_garbage(SystemTime::now()).unwrap();
+        assert_eq!(
+            sweep.removed_records,
+            vec![
+                ("ns1".to_string(), d.clone()),
+                ("ns2".to_string(), e.clone())
+            ]
+        );
+        assert_eq!(sweep.removed_leases, vec![("ns2".into(), "old".into())]);
+        assert_eq!(sweep.referenced, [a, b, c].into_iter().collect());
+        assert!(sweep
+            .leased_ingests
+            .contains(&("ns1".to_string(), "upload-1".to_string())));
+        assert!(db.content("ns1", &d).is_err());
+        let ids: Vec<String> = db
+            .list_leases("ns2")
+            .unwrap()
+            .into_iter()
+            .map(|l| l.id)
+            .collect();
+        assert_eq!(ids, vec!["junk", "later"]);
+        // Nothing left to collect.
+        let again = db.collect_garbage(SystemTime::now()).unwrap();
+        assert!(again.removed_records.is_empty() && again.removed_leases.is_empty());
     }
 }

@@ -90,7 +90,7 @@ fn check_resource(rtype: &str, rid: &str) -> Result<(), Error> {
     Ok(())
 }
 
-fn lease_exists(
+pub(super) fn lease_exists(
     table: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
     ns: &str,
     id: &str,

@@ -16,6 +16,7 @@ mod content;
 mod gc;
 mod leases;
 mod namespaces;
+mod store;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -26,8 +27,9 @@ use redb::{Database, ReadableTable, TableDefinition};
 use crate::errdefs::{Class, Error};
 
 pub use content::ContentRecord;
-pub use gc::GcRoots;
+pub use gc::{GcRoots, Sweep};
 pub use leases::Lease;
+pub use store::{ContentWriter, Metadata, SharingPolicy, INGEST_EXPIRY};
 
 /// The largest key plus value a label may have.
 pub const MAX_LABEL_SIZE: usize = 4096;

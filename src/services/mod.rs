@@ -4,9 +4,11 @@
 //! (streams); see `crate::rpc`. Errors are `crate::errdefs::Error`, mapped to status codes
 //! once, in `crate::rpc`.
 
+pub mod content;
 pub mod deprecations;
 pub mod events;
 pub mod health;
 pub mod introspection;
+pub mod leases;
 pub mod namespaces;
 pub mod version;

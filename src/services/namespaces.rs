@@ -12,11 +12,13 @@ use crate::api::namespaces::{
     Namespace, Namespaces, UpdateNamespaceRequest, UpdateNamespaceResponse,
 };
 use crate::api::Empty;
+use crate::content;
 use crate::errdefs::Error;
 use crate::events::{any_of, Exchange};
-use crate::metadata::Db;
+use crate::metadata::{Db, Metadata, SharingPolicy};
 use crate::plugin::{types, GrpcServices, Instance, Registration};
 use crate::rpc::{Call, RpcResult};
+use crate::services::content::single;
 
 /// The namespaces service: the store plus the exchange its events go to.
 pub struct NamespacesService {
@@ -150,16 +152,21 @@ impl GrpcServices for NamespacesService {
     }
 }
 
-fn single<T: std::any::Any + Send + Sync>(
-    ic: &crate::plugin::InitContext,
-    r#type: &str,
-) -> Result<Arc<T>, Error> {
-    ic.plugins()
-        .get_single(r#type)?
-        .instance()
-        .map_err(Clone::clone)?
-        .get::<T>()
-        .ok_or_else(|| Error::internal(format!("{type} plugin has an unexpected type")))
+/// `[plugins.'io.containerd.metadata.v1.bolt']`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BoltConfig {
+    /// `shared`: a blob another namespace holds is linked in when a writer expects it;
+    /// `isolated`: every namespace must write its blobs itself.
+    pub content_sharing_policy: String,
+}
+
+impl Default for BoltConfig {
+    fn default() -> Self {
+        BoltConfig {
+            content_sharing_policy: "shared".into(),
+        }
+    }
 }
 
 /// `io.containerd.metadata.v1.bolt` (the store, a redb file under its root),
@@ -171,16 +178,26 @@ pub fn registrations() -> Vec<Registration> {
             std::fs::create_dir_all(&root)
                 .map_err(|err| Error::internal(format!("create {}: {err}", root.display())))?;
             let path = root.join("meta.redb");
+            let store = single::<content::Store>(ic, types::CONTENT)?;
+            let policy = match ic.config::<BoltConfig>()?.content_sharing_policy.as_str() {
+                "shared" => SharingPolicy::Shared,
+                "isolated" => SharingPolicy::Isolated,
+                other => return Err(Error::invalid_argument(format!("unknown policy: {other}"))),
+            };
             let db = Arc::new(Db::open(&path)?);
+            let meta = Arc::new(Metadata::new(db, store, policy));
             ic.meta
                 .exports
                 .insert("path".into(), path.to_string_lossy().into_owned());
-            ic.meta.exports.insert("policy".into(), "shared".into());
-            Ok(Instance::new(db))
+            ic.meta
+                .exports
+                .insert("policy".into(), policy.as_str().into());
+            Ok(Instance::new(meta))
         })
-        .requires(&[types::CONTENT, types::EVENT, types::SNAPSHOT]),
+        .requires(&[types::CONTENT, types::EVENT, types::SNAPSHOT])
+        .config::<BoltConfig>(),
         Registration::new(types::SERVICE, "namespaces-service", |ic| {
-            let db = single::<Db>(ic, types::METADATA)?;
+            let db = single::<Metadata>(ic, types::METADATA)?.db.clone();
             let exchange = single::<Exchange>(ic, types::EVENT)?;
             Ok(Instance::new(Arc::new(NamespacesService::new(
                 db, exchange,

@@ -1,0 +1,578 @@
+//! The metadata plugin's value: the database joined with the local content store, giving the
+//! namespaced content store every service sees, and the collector garbage collection runs.
+//!
+//! Namespacing: a namespace sees a blob only through its own record in the database; the blob
+//! bytes are shared between namespaces. Ingests live in the local store under the ref
+//! `<namespace>/<ref>` (namespaces are identifiers, so they never contain `/`), which keeps the
+//! refs of different namespaces apart and lets a listing pick one namespace's ingests.
+//!
+//! Sharing policy, as containerd's `content_sharing_policy`: with `shared` (the default),
+//! opening a writer for an expected digest that another namespace already holds links the
+//! blob into this namespace and answers AlreadyExists; with `isolated`, the namespace must
+//! write the bytes itself, and only then is the existing blob recorded for it.
+//!
+//! Locking: a commit renames the blob into place and then records it; the collector's blob
+//! sweep must not fall between the two, so commits hold [`Metadata::sweep`] shared and the
+//! sweep holds it exclusively.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use parking_lot::RwLock;
+
+use super::{ContentRecord, Db};
+use crate::content::{self, Digest, Status};
+use crate::errdefs::{Class, Error};
+use crate::filters::{labels_field, Filter};
+use crate::gc::{Collector, Stats};
+
+/// How long an ingest no lease holds survives garbage collection after its last write.
+pub const INGEST_EXPIRY: Duration = Duration::from_secs(24 * 3600);
+
+/// See the module documentation.
+pub struct Metadata {
+    pub db: Arc<Db>,
+    content: Arc<content::Store>,
+    policy: SharingPolicy,
+    sweep: RwLock<()>,
+}
+
+/// Whether namespaces share blobs they did not write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SharingPolicy {
+    Shared,
+    Isolated,
+}
+
+impl SharingPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SharingPolicy::Shared => "shared",
+            SharingPolicy::Isolated => "isolated",
+        }
+    }
+}
+
+fn backend_ref(ns: &str, ref_: &str) -> String {
+    format!("{ns}/{ref_}")
+}
+
+fn check_namespace(ns: &str) -> Result<(), Error> {
+    crate::identifiers::validate(ns)
+}
+
+fn parse_filters(filters: &[String]) -> Result<Filter, Error> {
+    Filter::parse_all(filters).map_err(|err| Error::invalid_argument(err.to_string()))
+}
+
+impl Metadata {
+    pub fn new(db: Arc<Db>, content: Arc<content::Store>, policy: SharingPolicy) -> Self {
+        Metadata {
+            db,
+            content,
+            policy,
+            sweep: RwLock::new(()),
+        }
+    }
+
+    /// The record of `digest` in `ns`; NotFound `content digest <d>: not found`.
+    pub fn info(&self, ns: &str, digest: &Digest) -> Result<ContentRecord, Error> {
+        check_namespace(ns)?;
+        self.db.content(ns, &digest.to_string())
+    }
+
+    /// Updates labels by field paths (`labels`, `labels.<k>`); see [`Db::update_content_labels`].
+    pub fn update(
+        &self,
+        ns: &str,
+        digest: &Digest,
+        labels: BTreeMap<String, String>,
+        paths: &[String],
+    ) -> Result<ContentRecord, Error> {
+        check_namespace(ns)?;
+        self.db
+            .update_content_labels(ns, &digest.to_string(), labels, paths)
+    }
+
+    /// The records of `ns` matching `filters` (fields `digest`, `size`, `labels.*`).
+    pub fn list(&self, ns: &str, filters: &[String]) -> Result<Vec<ContentRecord>, Error> {
+        check_namespace(ns)?;
+        let filter = parse_filters(filters)?;
+        let mut records = self.db.list_content(ns)?;
+        records.retain(|rec| {
+            let labels = rec.labels.clone().into_iter().collect();
+            filter.matches(&|path: &[String]| match path.first().map(String::as_str) {
+                Some("digest") if path.len() == 1 => Some(rec.digest.clone()),
+                Some("size") if path.len() == 1 => Some(rec.size.to_string()),
+                Some("labels") => labels_field(&labels, path),
+                _ => None,
+            })
+        });
+        Ok(records)
+    }
+
+    /// Removes `ns`'s record of `digest`; the blob goes at the next collection if no other
+    /// namespace records it.
+    pub fn delete(&self, ns: &str, digest: &Digest) -> Result<(), Error> {
+        check_namespace(ns)?;
+        self.db.delete_content(ns, &digest.to_string())
+    }
+
+    /// Opens the blob of `digest` for reading, with its size.
+    pub fn reader(&self, ns: &str, digest: &Digest) -> Result<(File, i64), Error> {
+        let rec = self.info(ns, digest)?;
+        let file = self.content.reader(digest)?;
+        Ok((file, rec.size))
+    }
+
+    /// The progress of `ns`'s ingest `ref_`.
+    pub fn status(&self, ns: &str, ref_: &str) -> Result<Status, Error> {
+        check_namespace(ns)?;
+        let mut status = self
+            .content
+            .status(&backend_ref(ns, ref_))
+            .map_err(|err| rename_ref(err, ns, ref_))?;
+        status.ref_ = ref_.to_string();
+        Ok(status)
+    }
+
+    /// `ns`'s ingests matching `filters` (field `ref`), by ref.
+    pub fn list_statuses(&self, ns: &str, filters: &[String]) -> Result<Vec<Status>, Error> {
+        check_namespace(ns)?;
+        let filter = parse_filters(filters)?;
+        let prefix = backend_ref(ns, "");
+        let mut out = Vec::new();
+        for mut status in self.content.list_statuses()? {
+            let Some(ref_) = status.ref_.strip_prefix(&prefix) else {
+                continue;
+            };
+            status.ref_ = ref_.to_string();
+            let wanted = filter.matches(&|path: &[String]| match path {
+                [field] if field == "ref" => Some(status.ref_.clone()),
+                _ => None,
+            });
+            if wanted {
+                out.push(status);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes `ns`'s ingest `ref_`.
+    pub fn abort(&self, ns: &str, ref_: &str) -> Result<(), Error> {
+        check_namespace(ns)?;
+        self.content
+            .abort(&backend_ref(ns, ref_))
+            .map_err(|err| rename_ref(err, ns, ref_))
+    }
+
+    /// Opens or resumes `ns`'s ingest `ref_`. With `expected` already recorded in `ns`, or held
+    /// by another namespace (then linked into `ns`), the answer is AlreadyExists. With a
+    /// `lease`, the lease holds the ingest now and the content once committed.
+    pub fn writer(
+        self: &Arc<Self>,
+        ns: &str,
+        ref_: &str,
+        total: i64,
+        expected: Option<Digest>,
+        lease: Option<String>,
+    ) -> Result<ContentWriter, Error> {
+        check_namespace(ns)?;
+        if ref_.is_empty() {
+            return Err(Error::invalid_argument(
+                "ref must not be empty: invalid argument",
+            ));
+        }
+        if let Some(d) = &expected {
+            self.link_existing(ns, d, lease.as_deref())?;
+        }
+        if let Some(id) = &lease {
+            self.db.add_lease_resource(ns, id, "ingests", ref_)?;
+        }
+        // Isolated: the backend must not refuse a blob it has; commit records it afterwards.
+        let backend_expected = match self.policy {
+            SharingPolicy::Shared => expected,
+            SharingPolicy::Isolated => None,
+        };
+        let inner = self
+            .content
+            .writer(&backend_ref(ns, ref_), total, backend_expected)
+            .map_err(|err| rename_ref(err, ns, ref_))?;
+        Ok(ContentWriter {
+            meta: self.clone(),
+            ns: ns.to_string(),
+            ref_: ref_.to_string(),
+            lease,
+            inner,
+        })
+    }
+
+    /// AlreadyExists when `ns` holds `d`, or when another namespace does (after recording it
+    /// in `ns` too); Ok when nobody has it yet.
+    fn link_existing(&self, ns: &str, d: &Digest, lease: Option<&str>) -> Result<(), Error> {
+        let exists = || Error::wrapped(Class::AlreadyExists, format!("content {d}"));
+        let text = d.to_string();
+        match self.db.content(ns, &text) {
+            Ok(_) => return Err(exists()),
+            Err(err) if err.class() == Class::NotFound => {}
+            Err(err) => return Err(err),
+        }
+        if self.policy == SharingPolicy::Isolated {
+            return Ok(());
+        }
+        let _guard = self.sweep.read();
+        let Ok(info) = self.content.info(d) else {
+            return Ok(());
+        };
+        let now = SystemTime::now();
+        let rec = ContentRecord {
+            digest: text.clone(),
+            size: info.size,
+            created_at: now,
+            updated_at: now,
+            labels: BTreeMap::new(),
+        };
+        match self
+            .db
+            .add_content_leased(ns, &rec, lease.map(|id| (id, "")))
+        {
+            Ok(()) => Err(exists()),
+            Err(err) if err.class() == Class::AlreadyExists => Err(exists()),
+            Err(err) => Err(err),
+        }
+    }
+}
+
+/// Errors from the local store name the backend ref; the client knows only its own.
+fn rename_ref(err: Error, ns: &str, ref_: &str) -> Error {
+    let backend = backend_ref(ns, ref_);
+    if err.message().contains(&backend) {
+        Error::new(err.class(), err.message().replace(&backend, ref_))
+    } else {
+        err
+    }
+}
+
+/// An open ingest in one namespace.
+pub struct ContentWriter {
+    meta: Arc<Metadata>,
+    ns: String,
+    ref_: String,
+    lease: Option<String>,
+    inner: content::Writer,
+}
+
+impl ContentWriter {
+    /// The progress so far, under the client's ref.
+    pub fn status(&self) -> Status {
+        let mut status = self.inner.status();
+        status.ref_ = self.ref_.clone();
+        status
+    }
+
+    pub fn offset(&self) -> i64 {
+        self.inner.offset()
+    }
+
+    pub fn set_total(&mut self, total: i64) -> Result<(), Error> {
+        self.inner.set_total(total)
+    }
+
+    pub fn write(&mut self, data: &[u8]) -> Result<(), Error> {
+        self.inner.write(data)
+    }
+
+    /// Discards what was written (a WRITE at offset 0 restarts the ingest).
+    pub fn truncate(&mut self, size: i64) -> Result<(), Error> {
+        self.inner.truncate(size)
+    }
+
+    /// The digest of the bytes written so far.
+    pub fn digest(&self) -> Digest {
+        self.inner.digest()
+    }
+
+    /// Verifies `size` (if > 0) and `expected` (if given, else the one given at open), moves
+    /// the blob into place and records it in the namespace with `labels`. A failure leaves
+    /// the ingest in place.
+    pub fn commit(
+        self,
+        size: i64,
+        expected: Option<Digest>,
+        labels: BTreeMap<String, String>,
+    ) -> Result<ContentRecord, Error> {
+        for (k, v) in &labels {
+            super::validate_label(k, v)?;
+        }
+        if size > 0 && size != self.inner.offset() {
+            return Err(Error::failed_precondition(format!(
+                "{:?} failed size validation: {} != {size}",
+                self.ref_,
+                self.inner.offset()
+            )));
+        }
+        let meta = self.meta.clone();
+        let _guard = meta.sweep.read();
+        let size = self.inner.offset();
+        let written = self.inner.digest();
+        let digest = match self.inner.commit(size, expected) {
+            Ok(d) => d,
+            // Another namespace (or an earlier commit) has the blob: only the record is new.
+            Err(err) if err.class() == Class::AlreadyExists => written,
+            Err(err) => return Err(rename_ref(err, &self.ns, &self.ref_)),
+        };
+        let now = SystemTime::now();
+        let rec = ContentRecord {
+            digest: digest.to_string(),
+            size,
+            created_at: now,
+            updated_at: now,
+            labels: labels.into_iter().filter(|(_, v)| !v.is_empty()).collect(),
+        };
+        let lease = self.lease.as_deref().map(|id| (id, self.ref_.as_str()));
+        self.meta.db.add_content_leased(&self.ns, &rec, lease)?;
+        Ok(rec)
+    }
+}
+
+impl Collector for Metadata {
+    /// Mark and sweep: expired leases and unreferenced records go in one transaction, then
+    /// every blob no namespace records, then every ingest no lease holds that has been idle
+    /// for [`INGEST_EXPIRY`].
+    fn garbage_collect(&self) -> Result<Stats, Error> {
+        let started = Instant::now();
+        let now = SystemTime::now();
+        let _guard = self.sweep.write();
+        let sweep = self.db.collect_garbage(now)?;
+        let mut removed = sweep.removed_records.len() + sweep.removed_leases.len();
+        let mut doomed = Vec::new();
+        self.content.walk(&mut |info| {
+            if !sweep.referenced.contains(&info.digest.to_string()) {
+                doomed.push(info.digest);
+            }
+            Ok(())
+        })?;
+        for d in doomed {
+            match self.content.delete(&d) {
+                Ok(()) => removed += 1,
+                Err(err) if err.class() == Class::NotFound => {}
+                Err(err) => log::warn!("garbage collection failed to remove {d}: {err}"),
+            }
+        }
+        for status in self.content.list_statuses()? {
+            let Some((ns, ref_)) = status.ref_.split_once('/') else {
+                continue;
+            };
+            let leased = sweep
+                .leased_ingests
+                .contains(&(ns.to_string(), ref_.to_string()));
+            let fresh = status
+                .updated_at
+                .checked_add(INGEST_EXPIRY)
+                .map_or(true, |t| t > now);
+            if leased || fresh || self.content.is_locked(&status.ref_) {
+                continue;
+            }
+            match self.content.abort(&status.ref_) {
+                Ok(()) => removed += 1,
+                Err(err) if err.class() == Class::NotFound => {}
+                Err(err) => log::warn!("garbage collection failed to remove ingest: {err}"),
+            }
+        }
+        Ok(Stats {
+            elapsed: started.elapsed(),
+            removed,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metadata::GC_ROOT_LABEL;
+
+    fn open(policy: SharingPolicy) -> (tempfile::TempDir, Arc<Metadata>) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Db::open(&dir.path().join("meta.redb")).unwrap());
+        let store = Arc::new(content::Store::open(&dir.path().join("content")).unwrap());
+        (dir, Arc::new(Metadata::new(db, store, policy)))
+    }
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn put(meta: &Arc<Metadata>, ns: &str, data: &[u8], l: &[(&str, &str)]) -> Digest {
+        let mut w = meta.writer(ns, "up", 0, None, None).unwrap();
+        w.write(data).unwrap();
+        let rec = w.commit(data.len() as i64, None, labels(l)).unwrap();
+        Digest::parse(&rec.digest).unwrap()
+    }
+
+    fn blobs(dir: &tempfile::TempDir) -> usize {
+        std::fs::read_dir(dir.path().join("content/blobs/sha256"))
+            .unwrap()
+            .count()
+    }
+
+    #[test]
+    fn namespaces_see_only_their_records_and_shared_blobs_link() {
+        let (dir, meta) = open(SharingPolicy::Shared);
+        let d = put(&meta, "one", b"hello", &[("a", "b")]);
+        assert_eq!(meta.info("one", &d).unwrap().labels["a"], "b");
+        let err = meta.info("two", &d).unwrap_err();
+        assert_eq!(err.class(), Class::NotFound);
+        assert_eq!(err.message(), format!("content digest {d}: not found"));
+        assert!(meta.list("two", &[]).unwrap().is_empty());
+
+        // Expecting a blob another namespace holds links it in and answers AlreadyExists.
+        let err = meta
+            .writer("two", "x", 5, Some(d.clone()), None)
+            .err()
+            .unwrap();
+        assert_eq!(err.class(), Class::AlreadyExists);
+        assert_eq!(meta.info("two", &d).unwrap().size, 5);
+        // Again, now that it holds a record itself.
+        let err = meta.writer("two", "x", 5, Some(d.clone()), None).err();
+        assert_eq!(err.unwrap().class(), Class::AlreadyExists);
+        assert_eq!(blobs(&dir), 1);
+
+        let found = meta.list("one", &["labels.a==b".to_string()]).unwrap();
+        assert_eq!(found.len(), 1);
+        assert!(meta
+            .list("one", &["size==4".to_string()])
+            .unwrap()
+            .is_empty());
+        assert!(meta.list("one", &["size==5".to_string()]).unwrap().len() == 1);
+        let bad = meta.list("one", &["labels.a==".to_string()]).unwrap_err();
+        assert_eq!(bad.class(), Class::InvalidArgument);
+        let bad_ns = meta.list("-bad-", &[]).unwrap_err();
+        assert_eq!(bad_ns.class(), Class::InvalidArgument);
+    }
+
+    #[test]
+    fn isolated_namespaces_write_their_own_bytes() {
+        let (dir, meta) = open(SharingPolicy::Isolated);
+        let d = put(&meta, "one", b"hello", &[]);
+        let mut w = meta.writer("two", "x", 5, Some(d.clone()), None).unwrap();
+        w.write(b"hello").unwrap();
+        w.commit(5, Some(d.clone()), BTreeMap::new()).unwrap();
+        assert!(meta.info("two", &d).is_ok());
+        assert_eq!(blobs(&dir), 1);
+    }
+
+    #[test]
+    fn ingests_are_per_namespace_and_failures_stay_listed() {
+        let (dir, meta) = open(SharingPolicy::Shared);
+        let mut w = meta.writer("one", "upload", 0, None, None).unwrap();
+        w.write(b"abc").unwrap();
+        let err = w.commit(6, None, BTreeMap::new()).err().unwrap();
+        assert_eq!(err.class(), Class::FailedPrecondition);
+        assert_eq!(err.message(), "\"upload\" failed size validation: 3 != 6");
+
+        let mut w = meta.writer("one", "upload", 0, None, None).unwrap();
+        assert_eq!(w.offset(), 3, "the ingest resumes");
+        let wrong = Digest::of(b"xyz");
+        let err = w
+            .commit(0, Some(wrong.clone()), BTreeMap::new())
+            .err()
+            .unwrap();
+        assert_eq!(
+            err.message(),
+            format!(
+                "unexpected commit digest {}, expected {wrong}",
+                Digest::of(b"abc")
+            )
+        );
+
+        let listed = meta.list_statuses("one", &[]).unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].ref_, "upload");
+        assert_eq!(listed[0].offset, 3);
+        assert!(meta.list_statuses("two", &[]).unwrap().is_empty());
+        assert!(meta
+            .list_statuses("one", &["ref==other".to_string()])
+            .unwrap()
+            .is_empty());
+        assert_eq!(meta.status("one", "upload").unwrap().offset, 3);
+        let err = meta.status("two", "upload").unwrap_err();
+        assert_eq!(err.class(), Class::NotFound);
+        assert!(!err.message().contains("one/"), "{}", err.message());
+
+        // A ref that looks like a path stays inside the store.
+        let mut w = meta.writer("one", "../../x", 0, None, None).unwrap();
+        w.write(b"q").unwrap();
+        drop(w);
+        assert!(!dir.path().join("x").exists());
+        assert_eq!(meta.list_statuses("one", &[]).unwrap().len(), 2);
+
+        meta.abort("one", "upload").unwrap();
+        assert_eq!(
+            meta.abort("one", "upload").unwrap_err().class(),
+            Class::NotFound
+        );
+        assert_eq!(meta.list_statuses("one", &[]).unwrap().len(), 1);
+        assert_eq!(blobs(&dir), 0, "nothing partial reached blobs/");
+    }
+
+    #[test]
+    fn collection_keeps_roots_leases_shared_blobs_and_fresh_ingests() {
+        let (dir, meta) = open(SharingPolicy::Shared);
+        let kept = put(&meta, "one", b"root", &[(GC_ROOT_LABEL, "now")]);
+        let loose = put(&meta, "one", b"loose", &[]);
+        meta.db.create_lease("one", "l", &BTreeMap::new()).unwrap();
+        let mut w = meta
+            .writer("one", "leased", 0, None, Some("l".into()))
+            .unwrap();
+        w.write(b"leased").unwrap();
+        let leased = Digest::parse(&w.commit(0, None, BTreeMap::new()).unwrap().digest).unwrap();
+        // The same bytes in two namespaces; only one keeps them.
+        put(&meta, "two", b"both", &[(GC_ROOT_LABEL, "x")]);
+        let both = put(&meta, "one", b"both", &[]);
+        let mut w = meta.writer("one", "pending", 0, None, None).unwrap();
+        w.write(b"partial").unwrap();
+        drop(w);
+
+        let stats = meta.garbage_collect().unwrap();
+        // Records: loose and one's "both"; blobs: loose only.
+        assert_eq!(stats.removed, 3);
+        assert!(meta.info("one", &kept).is_ok());
+        assert!(meta.info("one", &leased).is_ok());
+        assert_eq!(
+            meta.info("one", &loose).unwrap_err().class(),
+            Class::NotFound
+        );
+        assert_eq!(
+            meta.info("one", &both).unwrap_err().class(),
+            Class::NotFound
+        );
+        assert!(meta.info("two", &both).is_ok());
+        assert_eq!(blobs(&dir), 3);
+        assert_eq!(meta.list_statuses("one", &[]).unwrap().len(), 1);
+
+        // Without its lease, the leased blob goes.
+        meta.db.delete_lease("one", "l").unwrap();
+        meta.garbage_collect().unwrap();
+        assert_eq!(
+            meta.info("one", &leased).unwrap_err().class(),
+            Class::NotFound
+        );
+        assert_eq!(blobs(&dir), 2);
+    }
+
+    #[test]
+    fn leased_writer_needs_an_existing_lease() {
+        let (_dir, meta) = open(SharingPolicy::Shared);
+        let err = meta
+            .writer("one", "r", 0, None, Some("missing".into()))
+            .err()
+            .unwrap();
+        assert_eq!(err.class(), Class::NotFound);
+        assert_eq!(err.message(), "lease \"missing\": not found");
+    }
+}

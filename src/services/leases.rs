@@ -1,0 +1,221 @@
+//! Leases: `io.containerd.lease.v1.manager` (the lease manager over the metadata store and
+//! the GC scheduler) and `io.containerd.grpc.v1.leases`
+//! (`containerd.services.leases.v1.Leases`). Leases publish no events.
+
+use std::collections::BTreeMap;
+use std::io::Read as _;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::api::leases::{
+    create_leases, AddResourceRequest, CreateRequest, CreateResponse, DeleteRequest,
+    DeleteResourceRequest, Lease, Leases, ListRequest, ListResourcesRequest, ListResourcesResponse,
+    ListResponse, Resource,
+};
+use crate::api::{timestamp, Empty};
+use crate::errdefs::Error;
+use crate::filters::{labels_field, Filter};
+use crate::gc::Scheduler;
+use crate::metadata::{self, Db, Metadata};
+use crate::plugin::{types, GrpcServices, Instance, Registration};
+use crate::rpc::{Call, RpcResult};
+use crate::services::content::single;
+
+/// The lease manager: leases of one namespace at a time, and synchronous collection.
+pub struct LeaseManager {
+    db: Arc<Db>,
+    gc: Arc<Scheduler>,
+}
+
+/// A server-chosen lease id like containerd's: the nanoseconds of the current second, a dash,
+/// and four URL-safe base64 characters from three random bytes.
+pub fn generate_id() -> Result<String, Error> {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut bytes = [0u8; 3];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(|err| Error::internal(format!("read /dev/urandom: {err}")))?;
+    let n = (u32::from(bytes[0]) << 16) | (u32::from(bytes[1]) << 8) | u32::from(bytes[2]);
+    let suffix: String = (0..4)
+        .map(|i| ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char)
+        .collect();
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .subsec_nanos();
+    Ok(format!("{nanos}-{suffix}"))
+}
+
+fn lease_of(lease: metadata::Lease) -> Lease {
+    Lease {
+        id: lease.id,
+        created_at: Some(timestamp(lease.created_at)).into(),
+        labels: lease.labels.into_iter().collect(),
+        ..Default::default()
+    }
+}
+
+impl LeaseManager {
+    pub fn new(db: Arc<Db>, gc: Arc<Scheduler>) -> Self {
+        LeaseManager { db, gc }
+    }
+
+    pub fn create(
+        &self,
+        ns: &str,
+        id: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<metadata::Lease, Error> {
+        let id = if id.is_empty() {
+            generate_id()?
+        } else {
+            id.to_string()
+        };
+        self.db.create_lease(ns, &id, labels)
+    }
+
+    /// Deletes lease `id`; with `sync`, a collection has finished before this returns.
+    pub fn delete(&self, ns: &str, id: &str, sync: bool) -> Result<(), Error> {
+        self.db.delete_lease(ns, id)?;
+        if sync {
+            self.gc.schedule_and_wait()?;
+        }
+        Ok(())
+    }
+
+    /// The leases of `ns` matching `filters` (fields `id`, `labels.*`).
+    pub fn list(&self, ns: &str, filters: &[String]) -> Result<Vec<metadata::Lease>, Error> {
+        let filter =
+            Filter::parse_all(filters).map_err(|err| Error::invalid_argument(err.to_string()))?;
+        let mut leases = self.db.list_leases(ns)?;
+        leases.retain(|lease| {
+            let labels = lease.labels.clone().into_iter().collect();
+            filter.matches(&|path: &[String]| match path.first().map(String::as_str) {
+                Some("id") if path.len() == 1 => Some(lease.id.clone()),
+                Some("labels") => labels_field(&labels, path),
+                _ => None,
+            })
+        });
+        Ok(leases)
+    }
+}
+
+/// The gRPC face of the lease manager.
+pub struct LeasesService {
+    manager: Arc<LeaseManager>,
+}
+
+fn resource_of(resource: Option<Resource>) -> Resource {
+    resource.unwrap_or_default()
+}
+
+impl Leases for LeasesService {
+    fn create(&self, call: &Call, req: CreateRequest) -> RpcResult<CreateResponse> {
+        let ns = call.namespace_required()?;
+        let labels: BTreeMap<String, String> = req.labels.into_iter().collect();
+        let lease = self.manager.create(ns, &req.id, &labels)?;
+        Ok(CreateResponse {
+            lease: Some(lease_of(lease)).into(),
+            ..Default::default()
+        })
+    }
+
+    fn delete(&self, call: &Call, req: DeleteRequest) -> RpcResult<Empty> {
+        let ns = call.namespace_required()?;
+        self.manager.delete(ns, &req.id, req.sync)?;
+        Ok(Empty::default())
+    }
+
+    fn list(&self, call: &Call, req: ListRequest) -> RpcResult<ListResponse> {
+        let ns = call.namespace_required()?;
+        let leases = self.manager.list(ns, &req.filters)?;
+        Ok(ListResponse {
+            leases: leases.into_iter().map(lease_of).collect(),
+            ..Default::default()
+        })
+    }
+
+    fn add_resource(&self, call: &Call, req: AddResourceRequest) -> RpcResult<Empty> {
+        let ns = call.namespace_required()?;
+        let r = resource_of(req.resource.into_option());
+        self.manager
+            .db
+            .add_lease_resource(ns, &req.id, &r.type_, &r.id)?;
+        Ok(Empty::default())
+    }
+
+    fn delete_resource(&self, call: &Call, req: DeleteResourceRequest) -> RpcResult<Empty> {
+        let ns = call.namespace_required()?;
+        let r = resource_of(req.resource.into_option());
+        self.manager
+            .db
+            .delete_lease_resource(ns, &req.id, &r.type_, &r.id)?;
+        Ok(Empty::default())
+    }
+
+    fn list_resources(
+        &self,
+        call: &Call,
+        req: ListResourcesRequest,
+    ) -> RpcResult<ListResourcesResponse> {
+        let ns = call.namespace_required()?;
+        let resources = self.manager.db.list_lease_resources(ns, &req.id)?;
+        Ok(ListResourcesResponse {
+            resources: resources
+                .into_iter()
+                .map(|(type_, id)| Resource {
+                    id,
+                    type_,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        })
+    }
+}
+
+impl GrpcServices for LeasesService {
+    fn grpc_services(&self) -> Vec<grpcio::Service> {
+        vec![create_leases(Arc::new(LeasesService {
+            manager: self.manager.clone(),
+        }))]
+    }
+}
+
+/// `io.containerd.lease.v1.manager` and `io.containerd.grpc.v1.leases`.
+pub fn registrations() -> Vec<Registration> {
+    vec![
+        Registration::new(types::LEASE, "manager", |ic| {
+            let meta = single::<Metadata>(ic, types::METADATA)?;
+            let gc = single::<Scheduler>(ic, types::GC)?;
+            Ok(Instance::new(Arc::new(LeaseManager::new(
+                meta.db.clone(),
+                gc,
+            ))))
+        })
+        .requires(&[types::METADATA, types::GC]),
+        Registration::new(types::GRPC, "leases", |ic| {
+            let manager = single::<LeaseManager>(ic, types::LEASE)?;
+            let service = Arc::new(LeasesService { manager });
+            Ok(Instance::new(service.clone()).with_grpc(service))
+        })
+        .requires(&[types::LEASE]),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_ids_look_like_containerds() {
+        let id = generate_id().unwrap();
+        let (nanos, suffix) = id.split_once('-').expect("dash");
+        assert!(nanos.parse::<u32>().unwrap() < 1_000_000_000, "{id}");
+        assert_eq!(suffix.len(), 4, "{id}");
+        assert!(suffix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        assert_ne!(generate_id().unwrap(), generate_id().unwrap());
+    }
+}
