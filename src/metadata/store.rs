@@ -475,7 +475,7 @@ mod tests {
         assert_eq!(err.class(), Class::FailedPrecondition);
         assert_eq!(err.message(), "\"upload\" failed size validation: 3 != 6");
 
-        let mut w = meta.writer("one", "upload", 0, None, None).unwrap();
+        let w = meta.writer("one", "upload", 0, None, None).unwrap();
         assert_eq!(w.offset(), 3, "the ingest resumes");
         let wrong = Digest::of(b"xyz");
         let err = w
