@@ -89,6 +89,9 @@ pub struct Daemon {
     pub socket: PathBuf,
     pub log: PathBuf,
     child: Option<Child>,
+    /// The full command line, to start the daemon again on the same directories.
+    args: Vec<std::ffi::OsString>,
+    env: Vec<(String, String)>,
 }
 
 /// How to start a daemon.
@@ -109,43 +112,68 @@ impl Daemon {
         let dir = TestDir::new(name);
         let socket = dir.join("ctrd.sock");
         let log = dir.join("ctrd.log");
-        let mut cmd = Command::new(ctrd_bin());
-        cmd.arg("--root")
-            .arg(dir.join("root"))
-            .arg("--state")
-            .arg(dir.join("state"))
-            .arg("--address")
-            .arg(&socket)
-            .arg("--log-level")
-            .arg("debug");
-        if let Some(text) = &options.config {
-            let config = dir.write(
-                "config.toml",
-                &text.replace("@DIR@", &dir.path.to_string_lossy()),
-            );
-            cmd.arg("--config").arg(config);
-        } else {
+        let mut args: Vec<std::ffi::OsString> = vec![
+            "--root".into(),
+            dir.join("root").into(),
+            "--state".into(),
+            dir.join("state").into(),
+            "--address".into(),
+            socket.clone().into(),
+            "--log-level".into(),
+            "debug".into(),
+        ];
+        let text = match &options.config {
+            Some(text) => text.replace("@DIR@", &dir.path.to_string_lossy()),
             // Never read the machine's /etc/ctrd/config.toml.
-            let config = dir.write("config.toml", "version = 3\n");
-            cmd.arg("--config").arg(config);
-        }
-        cmd.args(&options.extra_args);
-        for (k, v) in &options.env {
-            cmd.env(k, v);
-        }
-        let logfile = fs::File::create(&log).expect("log file");
-        cmd.stdin(Stdio::null())
-            .stdout(logfile.try_clone().expect("clone"))
-            .stderr(logfile);
-        let child = cmd.spawn().expect("spawn ctrd");
+            None => "version = 3\n".to_string(),
+        };
+        args.push("--config".into());
+        args.push(dir.write("config.toml", &text).into());
+        args.extend(options.extra_args.iter().map(Into::into));
         let mut daemon = Daemon {
             dir,
             socket,
             log,
-            child: Some(child),
+            child: None,
+            args,
+            env: options.env,
         };
-        daemon.wait_serving();
+        daemon.spawn();
         daemon
+    }
+
+    /// Starts the binary with the recorded command line and waits until it serves.
+    fn spawn(&mut self) {
+        let mut cmd = Command::new(ctrd_bin());
+        cmd.args(&self.args);
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        let logfile = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        cmd.stdin(Stdio::null())
+            .stdout(logfile.try_clone().expect("clone"))
+            .stderr(logfile);
+        self.child = Some(cmd.spawn().expect("spawn ctrd"));
+        self.wait_serving();
+    }
+
+    /// SIGKILL, as a power cut would stop it: no clean-up runs.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("kill ctrd");
+            child.wait().expect("reap ctrd");
+        }
+    }
+
+    /// Starts the daemon again on the same directories (after [`Daemon::kill`] or
+    /// [`Daemon::terminate`]).
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "restart of a running daemon");
+        self.spawn();
     }
 
     fn wait_serving(&mut self) {
