@@ -159,11 +159,12 @@ struct Events {
 }
 
 impl Events {
-    fn start(daemon: &Daemon) -> Events {
+    fn start(daemon: &Daemon, filters: &[&str]) -> Events {
         let mut child = Command::new(require_tool("ctr"))
             .arg("--address")
             .arg(&daemon.socket)
             .arg("events")
+            .args(filters)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -218,8 +219,17 @@ fn events_ready(daemon: &Daemon, events: &Events) {
 #[test]
 fn ctr_ingest_ls_get_label_active_rm_with_events() {
     let daemon = Daemon::start("content-ctr");
-    let events = Events::start(&daemon);
+    let events = Events::start(&daemon, &[]);
     events_ready(&daemon, &events);
+    // A subscriber filtering on a payload field.
+    let edge_only = Events::start(&daemon, &["event.name==edge"]);
+    wait_for("the filtered subscriber", START_DEADLINE, || {
+        daemon.ctr_ok(&["namespaces", "label", "edge", "probe=1"]);
+        edge_only
+            .lines
+            .recv_timeout(Duration::from_millis(200))
+            .ok()
+    });
 
     let small = data(MIB, 1);
     let big = data(100 * MIB, 2);
@@ -292,8 +302,23 @@ fn ctr_ingest_ls_get_label_active_rm_with_events() {
     assert!(!ls.contains(&ds) && ls.contains(&db), "{ls}");
     events.expect(&["default", "/content/delete", &ds]);
 
-    daemon.ctr_ok(&["namespaces", "create", "edge"]);
-    events.expect(&["edge", "/namespaces/create"]);
+    daemon.ctr_ok(&["namespaces", "create", "edge-2"]);
+    events.expect(&["edge-2", "/namespaces/create"]);
+    daemon.ctr_ok(&["namespaces", "label", "edge", "last=1"]);
+    // Drain the probes; the first other line must be the last update, not a content event.
+    let line = loop {
+        let line = edge_only
+            .lines
+            .recv_timeout(START_DEADLINE)
+            .expect("filtered event");
+        if !line.contains("probe") || line.contains("last") {
+            break line;
+        }
+    };
+    assert!(
+        line.contains("/namespaces/update") && line.contains("last"),
+        "{line}"
+    );
 
     // The removed blob's file goes with the collection the deletion schedules.
     let blob = daemon

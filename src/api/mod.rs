@@ -86,6 +86,30 @@ pub mod event_types {
     pub use super::generated::namespace_events::{
         NamespaceCreate, NamespaceDelete, NamespaceUpdate,
     };
+    pub use super::generated::object_events::{
+        container_create, ContainerCreate, ContainerDelete, ContainerUpdate, ImageCreate,
+        ImageDelete, ImageUpdate, SandboxCreate, SandboxExit, SandboxStart, SnapshotCommit,
+        SnapshotPrepare, SnapshotRemove,
+    };
+    pub use super::generated::task_events::{
+        TaskCheckpointed, TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO,
+        TaskOOM, TaskPaused, TaskResumed, TaskStart,
+    };
+}
+
+/// The files that define event payloads, for decoding them by type URL.
+pub fn events_payload_files() -> [protobuf::reflect::FileDescriptor; 4] {
+    [
+        generated::content_events::file_descriptor().clone(),
+        generated::namespace_events::file_descriptor().clone(),
+        generated::object_events::file_descriptor().clone(),
+        generated::task_events::file_descriptor().clone(),
+    ]
+}
+
+/// `containerd.types.Mount`.
+pub mod mount {
+    pub use super::generated::mount::Mount;
 }
 
 /// `at` as a protobuf timestamp (times before 1970 become the epoch).

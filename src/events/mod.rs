@@ -15,6 +15,8 @@ use crate::errdefs::Error;
 use crate::filters::Filter;
 use crate::identifiers;
 
+pub mod payload;
+
 /// Envelopes a subscriber may have queued before it is dropped.
 const QUEUE: usize = 4096;
 
@@ -119,7 +121,8 @@ impl Exchange {
         Ok(())
     }
 
-    /// A new subscription to envelopes matching `filters` (fields `namespace`, `topic`).
+    /// A new subscription to envelopes matching `filters` (fields `namespace`, `topic` and
+    /// `event.<field>` of the payload; see [`payload`]).
     pub fn subscribe(&self, filters: &[String]) -> Result<Subscription, Error> {
         let filter =
             Filter::parse_all(filters).map_err(|err| Error::invalid_argument(err.to_string()))?;
@@ -144,12 +147,19 @@ impl Exchange {
             envelope.namespace,
             envelope.topic
         );
+        // Decoded at most once, and only if some filter looks into the payload.
+        let decoded = std::cell::OnceCell::new();
+        let adaptor = |path: &[String]| match path {
+            [field] if field == "namespace" => Some(envelope.namespace.clone()),
+            [field] if field == "topic" => Some(envelope.topic.clone()),
+            [field, rest @ ..] if field == "event" && !rest.is_empty() => decoded
+                .get_or_init(|| envelope.event.as_ref().and_then(payload::decode))
+                .as_deref()
+                .and_then(|msg| payload::field(msg, rest)),
+            _ => None,
+        };
         self.subscribers.lock().retain(|sub| {
-            let wanted = sub.filter.matches(&|path: &[String]| match path {
-                [field] if field == "namespace" => Some(envelope.namespace.clone()),
-                [field] if field == "topic" => Some(envelope.topic.clone()),
-                _ => None,
-            });
+            let wanted = sub.filter.matches(&adaptor);
             if !wanted {
                 return true;
             }
@@ -195,6 +205,48 @@ mod tests {
         assert!(got.timestamp.seconds > 0);
         assert!(ns.events.try_recv().is_err());
         assert!(topic.events.try_recv().is_ok());
+    }
+
+    #[test]
+    fn payload_fields_filter_subscriptions() {
+        use crate::api::event_types::TaskExit;
+        let exchange = Exchange::new();
+        let c1 = exchange
+            .subscribe(&["topic==\"/tasks/exit\",event.container_id==c1".to_string()])
+            .expect("subscribe");
+        let labelled = exchange
+            .subscribe(&["event.labels.tier==edge".to_string()])
+            .expect("subscribe");
+        for id in ["c2", "c1"] {
+            let exit = TaskExit {
+                container_id: id.into(),
+                ..Default::default()
+            };
+            exchange
+                .publish("default", "/tasks/exit", any_of(&exit).unwrap())
+                .expect("publish");
+        }
+        let got = c1.events.try_recv().expect("c1's exit");
+        let exit: TaskExit = protobuf::Message::parse_from_bytes(&got.event.value).unwrap();
+        assert_eq!(exit.container_id, "c1");
+        assert!(c1.events.try_recv().is_err(), "c2's exit was filtered out");
+        assert!(labelled.events.try_recv().is_err());
+
+        let mut create = crate::api::event_types::NamespaceCreate {
+            name: "edge".into(),
+            ..Default::default()
+        };
+        create.labels.insert("tier".into(), "edge".into());
+        exchange
+            .publish("edge", "/namespaces/create", any_of(&create).unwrap())
+            .expect("publish");
+        assert_eq!(
+            labelled.events.try_recv().expect("labelled").namespace,
+            "edge"
+        );
+        // A payload of an unknown type has no fields.
+        exchange.publish("default", "/x", any()).expect("publish");
+        assert!(labelled.events.try_recv().is_err());
     }
 
     #[test]
