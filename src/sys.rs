@@ -292,6 +292,29 @@ pub fn raw(fd: &OwnedFd) -> RawFd {
     fd.as_raw_fd()
 }
 
+/// Keeps the C allocator's footprint small on a long-lived daemon: large blocks (such as
+/// the 1 MiB message buffers of content transfers) are always mapped and unmapped on free,
+/// instead of glibc raising its mmap threshold and keeping them in the heap, and at most
+/// `arenas` malloc arenas are created however many threads allocate. A no-op with musl,
+/// whose allocator does both already.
+pub fn tune_allocator(mmap_threshold: usize, arenas: usize) {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only changes allocator parameters; called once, before other threads.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::mallopt(
+            libc::M_MMAP_THRESHOLD,
+            libc::c_int::try_from(mmap_threshold).unwrap_or(libc::c_int::MAX),
+        );
+        libc::mallopt(
+            libc::M_ARENA_MAX,
+            libc::c_int::try_from(arenas).unwrap_or(libc::c_int::MAX),
+        );
+    }
+    #[cfg(not(target_env = "gnu"))]
+    let _ = (mmap_threshold, arenas);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,6 +8,10 @@ use std::time::Duration;
 use crossbeam_channel::Receiver;
 use grpcio::{ChannelBuilder, EnvBuilder, ServerBuilder, ServerCredentials};
 
+/// Bytes a client may send on one stream before the server asks for more: one content
+/// chunk plus framing, so 1 MiB writes flow without a stall yet memory stays bounded.
+const STREAM_WINDOW: i32 = (1 << 20) + (64 << 10);
+
 use super::listener::{Interrupt, Serving};
 use super::{socket, ServerError};
 
@@ -58,6 +62,10 @@ pub fn start(
     let args = ChannelBuilder::new(env.clone())
         .max_receive_message_len(clamp(settings.max_recv_message_size))
         .max_send_message_len(clamp(settings.max_send_message_size))
+        // A fixed flow-control window: without it the BDP estimator grows each stream's
+        // window to many MiB, all of which a fast client may fill with buffered messages.
+        .http2_bdp_probe(false)
+        .stream_initial_window_size(STREAM_WINDOW)
         .build_args();
     let mut builder = ServerBuilder::new(env).channel_args(args);
     for service in services {
