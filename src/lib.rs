@@ -9,6 +9,7 @@
 //! - [`plugin`]: registrations, dependency ordering, init context, the plugin set.
 //! - [`server`]: boot and stop, the threads that own each listener, signals, sd_notify.
 //! - [`services`]: containerd's services as plain logic plus thin gRPC adapters.
+//! - [`snapshots`]: the snapshotter interface and the native snapshotter.
 //! - [`rpc`]: the runtime under the generated gRPC glue (calls, streams, interceptors).
 //! - [`api`]: the generated protobuf messages and service glue, under stable names.
 //! - [`events`]: the event exchange (publish, forward, subscribe).
@@ -41,6 +42,7 @@ pub mod plugin;
 pub mod rpc;
 pub mod server;
 pub mod services;
+pub mod snapshots;
 pub mod sys;
 pub mod timefmt;
 

@@ -149,6 +149,18 @@ pub mod leases {
     pub use super::glue::leases_grpc::{create_leases, Leases, LeasesClient};
 }
 
+/// `containerd.services.snapshots.v1`.
+pub mod snapshots {
+    pub use super::generated::snapshots::{
+        CleanupRequest, CommitSnapshotRequest, Info, Kind, ListSnapshotsRequest,
+        ListSnapshotsResponse, MountsRequest, MountsResponse, PrepareSnapshotRequest,
+        PrepareSnapshotResponse, RemoveSnapshotRequest, StatSnapshotRequest, StatSnapshotResponse,
+        UpdateSnapshotRequest, UpdateSnapshotResponse, UsageRequest, UsageResponse,
+        ViewSnapshotRequest, ViewSnapshotResponse,
+    };
+    pub use super::glue::snapshots_grpc::{create_snapshots, Snapshots, SnapshotsClient};
+}
+
 /// `google.rpc.Status`.
 pub mod rpc_status {
     pub use super::generated::status::Status;

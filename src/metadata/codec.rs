@@ -10,33 +10,33 @@ use crate::errdefs::{Class, Error};
 
 /// Appends fields to a byte buffer.
 #[derive(Default)]
-pub(super) struct Encoder {
+pub(crate) struct Encoder {
     buf: Vec<u8>,
 }
 
 impl Encoder {
-    pub(super) fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Encoder::default()
     }
 
-    pub(super) fn i64(mut self, v: i64) -> Self {
+    pub(crate) fn i64(mut self, v: i64) -> Self {
         self.buf.extend_from_slice(&v.to_le_bytes());
         self
     }
 
-    pub(super) fn u32(mut self, v: u32) -> Self {
+    pub(crate) fn u32(mut self, v: u32) -> Self {
         self.buf.extend_from_slice(&v.to_le_bytes());
         self
     }
 
-    pub(super) fn str(self, s: &str) -> Self {
+    pub(crate) fn str(self, s: &str) -> Self {
         let mut this = self.u32(u32::try_from(s.len()).expect("labels are at most 4096 bytes"));
         this.buf.extend_from_slice(s.as_bytes());
         this
     }
 
     /// Seconds and nanoseconds relative to the Unix epoch (negative seconds before it).
-    pub(super) fn time(self, t: SystemTime) -> Self {
+    pub(crate) fn time(self, t: SystemTime) -> Self {
         let (secs, nanos) = match t.duration_since(UNIX_EPOCH) {
             Ok(d) => (d.as_secs() as i64, d.subsec_nanos()),
             Err(e) => {
@@ -52,7 +52,7 @@ impl Encoder {
     }
 
     /// A label map; entries with empty values are not stored (an empty value means delete).
-    pub(super) fn labels(self, labels: &BTreeMap<String, String>) -> Self {
+    pub(crate) fn labels(self, labels: &BTreeMap<String, String>) -> Self {
         let kept: Vec<_> = labels.iter().filter(|(_, v)| !v.is_empty()).collect();
         let mut this = self.u32(kept.len() as u32);
         for (k, v) in kept {
@@ -61,13 +61,13 @@ impl Encoder {
         this
     }
 
-    pub(super) fn finish(self) -> Vec<u8> {
+    pub(crate) fn finish(self) -> Vec<u8> {
         self.buf
     }
 }
 
 /// Reads fields back in the order they were written.
-pub(super) struct Decoder<'a> {
+pub(crate) struct Decoder<'a> {
     buf: &'a [u8],
 }
 
@@ -76,7 +76,7 @@ fn corrupt() -> Error {
 }
 
 impl<'a> Decoder<'a> {
-    pub(super) fn new(buf: &'a [u8]) -> Self {
+    pub(crate) fn new(buf: &'a [u8]) -> Self {
         Decoder { buf }
     }
 
@@ -89,23 +89,23 @@ impl<'a> Decoder<'a> {
         Ok(head)
     }
 
-    pub(super) fn i64(&mut self) -> Result<i64, Error> {
+    pub(crate) fn i64(&mut self) -> Result<i64, Error> {
         let bytes = self.take(8)?.try_into().map_err(|_| corrupt())?;
         Ok(i64::from_le_bytes(bytes))
     }
 
-    pub(super) fn u32(&mut self) -> Result<u32, Error> {
+    pub(crate) fn u32(&mut self) -> Result<u32, Error> {
         let bytes = self.take(4)?.try_into().map_err(|_| corrupt())?;
         Ok(u32::from_le_bytes(bytes))
     }
 
-    pub(super) fn str(&mut self) -> Result<String, Error> {
+    pub(crate) fn str(&mut self) -> Result<String, Error> {
         let len = self.u32()? as usize;
         let bytes = self.take(len)?;
         String::from_utf8(bytes.to_vec()).map_err(|_| corrupt())
     }
 
-    pub(super) fn time(&mut self) -> Result<SystemTime, Error> {
+    pub(crate) fn time(&mut self) -> Result<SystemTime, Error> {
         let secs = self.i64()?;
         let nanos = self.u32()?;
         if nanos >= 1_000_000_000 {
@@ -121,7 +121,7 @@ impl<'a> Decoder<'a> {
         t.ok_or_else(corrupt)
     }
 
-    pub(super) fn labels(&mut self) -> Result<BTreeMap<String, String>, Error> {
+    pub(crate) fn labels(&mut self) -> Result<BTreeMap<String, String>, Error> {
         let n = self.u32()?;
         let mut labels = BTreeMap::new();
         for _ in 0..n {

@@ -13,11 +13,15 @@ use redb::ReadableTable;
 
 use super::content::ContentRecord;
 use super::leases::Lease;
-use super::{Db, StoreResult, CONTENT, GC_EXPIRE_LABEL, GC_ROOT_LABEL, LEASES, LEASE_RESOURCES};
+use super::snapshots::SnapshotRecord;
+use super::{
+    Db, StoreResult, CONTENT, GC_EXPIRE_LABEL, GC_ROOT_LABEL, LEASES, LEASE_RESOURCES, SNAPSHOTS,
+};
 use crate::errdefs::Error;
 use crate::timefmt::parse_rfc3339;
 
 const GC_REF_CONTENT: &str = "containerd.io/gc.ref.content";
+const GC_REF_SNAPSHOT: &str = "containerd.io/gc.ref.snapshot.";
 
 /// The result of [`Db::gc_roots`]: what is live as of one instant.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -26,6 +30,8 @@ pub struct GcRoots {
     pub live: BTreeSet<(String, String)>,
     /// (namespace, ref) of every ingest a live lease holds.
     pub leased_ingests: BTreeSet<(String, String)>,
+    /// (snapshotter, namespace, key) of every live snapshot record.
+    pub live_snapshots: BTreeSet<(String, String, String)>,
     /// (namespace, lease id) of every expired lease.
     pub expired_leases: Vec<(String, String)>,
 }
@@ -48,16 +54,48 @@ pub struct Sweep {
     pub referenced: BTreeSet<String>,
     /// (namespace, ref) of every ingest a live lease holds.
     pub leased_ingests: BTreeSet<(String, String)>,
+    /// (snapshotter, namespace, key) of the snapshot records removed.
+    pub removed_snapshots: Vec<(String, String, String)>,
+    /// Backend keys of every snapshot record that remains.
+    pub referenced_snapshots: BTreeSet<String>,
+}
+
+type Triple = (&'static str, &'static str, &'static str);
+
+/// A node of the reference graph.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Node {
+    Content(String, String),
+    Snapshot(String, String, String),
 }
 
 type Pair = (&'static str, &'static str);
 type Quad = (&'static str, &'static str, &'static str, &'static str);
+
+/// The nodes a record's labels refer to: `containerd.io/gc.ref.content[.<x>]` name digests,
+/// `containerd.io/gc.ref.snapshot.<snapshotter>[/<x>]` name snapshot keys, in namespace `ns`.
+fn label_refs(ns: &str, labels: &BTreeMap<String, String>, out: &mut Vec<Node>) {
+    for (k, v) in labels {
+        if k == GC_REF_CONTENT
+            || k.strip_prefix(GC_REF_CONTENT)
+                .is_some_and(|r| r.starts_with('.'))
+        {
+            out.push(Node::Content(ns.to_string(), v.clone()));
+        } else if let Some(rest) = k.strip_prefix(GC_REF_SNAPSHOT) {
+            let sn = rest.split('/').next().unwrap_or_default();
+            if !sn.is_empty() {
+                out.push(Node::Snapshot(sn.to_string(), ns.to_string(), v.clone()));
+            }
+        }
+    }
+}
 
 /// The mark phase over any view of the tables (a read or a write transaction's).
 fn mark(
     leases: &impl ReadableTable<Pair, &'static [u8]>,
     resources: &impl ReadableTable<Quad, ()>,
     content: &impl ReadableTable<Pair, &'static [u8]>,
+    snapshots: &impl ReadableTable<Triple, &'static [u8]>,
     now: SystemTime,
 ) -> Result<GcRoots, Error> {
     let mut roots = GcRoots::default();
@@ -76,59 +114,82 @@ fn mark(
         }
     }
 
-    // Per namespace: digest → record, and the digests that start live.
-    let mut records: BTreeMap<String, BTreeMap<String, ContentRecord>> = BTreeMap::new();
-    let mut live: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut pending: Vec<Node> = Vec::new();
     for row in resources.iter().store()? {
         let (key, _) = row.store()?;
         let (ns, id, rtype, rid) = key.value();
         if expired.contains(&(ns.to_string(), id.to_string())) {
             continue;
         }
-        match rtype {
-            "content" => {
-                live.insert((ns.to_string(), rid.to_string()));
-            }
-            "ingests" => {
-                roots
-                    .leased_ingests
-                    .insert((ns.to_string(), rid.to_string()));
-            }
-            _ => {}
+        if rtype == "content" {
+            pending.push(Node::Content(ns.to_string(), rid.to_string()));
+        } else if rtype == "ingests" {
+            roots
+                .leased_ingests
+                .insert((ns.to_string(), rid.to_string()));
+        } else if let Some(sn) = rtype.strip_prefix("snapshots/") {
+            pending.push(Node::Snapshot(
+                sn.to_string(),
+                ns.to_string(),
+                rid.to_string(),
+            ));
         }
     }
+
+    // Every record, with what it refers to; labelled roots start live.
+    let mut edges: BTreeMap<Node, Vec<Node>> = BTreeMap::new();
     for row in content.iter().store()? {
         let (key, value) = row.store()?;
         let (ns, digest) = key.value();
         let rec = ContentRecord::decode(digest, value.value())?;
+        let node = Node::Content(ns.to_string(), digest.to_string());
         if rec.labels.contains_key(GC_ROOT_LABEL) {
-            live.insert((ns.to_string(), digest.to_string()));
+            pending.push(node.clone());
         }
-        records
-            .entry(ns.to_string())
-            .or_default()
-            .insert(digest.to_string(), rec);
+        let mut refs = Vec::new();
+        label_refs(ns, &rec.labels, &mut refs);
+        edges.insert(node, refs);
+    }
+    for row in snapshots.iter().store()? {
+        let (key, value) = row.store()?;
+        let (sn, ns, name) = key.value();
+        let rec = SnapshotRecord::decode(value.value())?;
+        let node = Node::Snapshot(sn.to_string(), ns.to_string(), name.to_string());
+        if rec.labels.contains_key(GC_ROOT_LABEL) {
+            pending.push(node.clone());
+        }
+        let mut refs = Vec::new();
+        if !rec.parent.is_empty() {
+            refs.push(Node::Snapshot(
+                sn.to_string(),
+                ns.to_string(),
+                rec.parent.clone(),
+            ));
+        }
+        label_refs(ns, &rec.labels, &mut refs);
+        edges.insert(node, refs);
     }
 
-    let mut pending: Vec<(String, String)> = live.iter().cloned().collect();
-    while let Some((ns, digest)) = pending.pop() {
-        let Some(rec) = records.get(&ns).and_then(|m| m.get(&digest)) else {
+    let mut live: BTreeSet<Node> = BTreeSet::new();
+    while let Some(node) = pending.pop() {
+        // Only records that exist are live; a lease may name something not (yet) created.
+        let Some(refs) = edges.get(&node) else {
             continue;
         };
-        for (k, v) in &rec.labels {
-            let is_ref = k == GC_REF_CONTENT
-                || k.strip_prefix(GC_REF_CONTENT)
-                    .is_some_and(|r| r.starts_with('.'));
-            if is_ref && live.insert((ns.clone(), v.clone())) {
-                pending.push((ns.clone(), v.clone()));
+        if live.insert(node) {
+            pending.extend(refs.iter().cloned());
+        }
+    }
+    for node in live {
+        match node {
+            Node::Content(ns, d) => {
+                roots.live.insert((ns, d));
+            }
+            Node::Snapshot(sn, ns, key) => {
+                roots.live_snapshots.insert((sn, ns, key));
             }
         }
     }
-    // Only records that exist are live; a lease may name content not (yet) committed.
-    roots.live = live
-        .into_iter()
-        .filter(|(ns, d)| records.get(ns).is_some_and(|m| m.contains_key(d)))
-        .collect();
     roots.expired_leases = expired.into_iter().collect();
     Ok(roots)
 }
@@ -141,6 +202,7 @@ impl Db {
             &txn.open_table(LEASES).store()?,
             &txn.open_table(LEASE_RESOURCES).store()?,
             &txn.open_table(CONTENT).store()?,
+            &txn.open_table(SNAPSHOTS).store()?,
             now,
         )
     }
@@ -155,7 +217,8 @@ impl Db {
             let mut leases = txn.open_table(LEASES).store()?;
             let mut resources = txn.open_table(LEASE_RESOURCES).store()?;
             let mut content = txn.open_table(CONTENT).store()?;
-            let roots = mark(&leases, &resources, &content, now)?;
+            let mut snapshots = txn.open_table(SNAPSHOTS).store()?;
+            let roots = mark(&leases, &resources, &content, &snapshots, now)?;
             for (ns, id) in &roots.expired_leases {
                 leases.remove((ns.as_str(), id.as_str())).store()?;
                 resources
@@ -179,6 +242,24 @@ impl Db {
                 content.remove((ns.as_str(), digest.as_str())).store()?;
             }
             sweep.removed_records = dead;
+            let mut dead_snapshots = Vec::new();
+            for row in snapshots.iter().store()? {
+                let (key, value) = row.store()?;
+                let (sn, ns, name) = key.value();
+                let triple = (sn.to_string(), ns.to_string(), name.to_string());
+                if roots.live_snapshots.contains(&triple) {
+                    let rec = SnapshotRecord::decode(value.value())?;
+                    sweep.referenced_snapshots.insert(rec.backend_key);
+                } else {
+                    dead_snapshots.push(triple);
+                }
+            }
+            for (sn, ns, name) in &dead_snapshots {
+                snapshots
+                    .remove((sn.as_str(), ns.as_str(), name.as_str()))
+                    .store()?;
+            }
+            sweep.removed_snapshots = dead_snapshots;
             sweep.removed_leases = roots.expired_leases;
             sweep.leased_ingests = roots.leased_ingests;
         }

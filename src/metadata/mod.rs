@@ -10,12 +10,15 @@
 //! * `content`: (namespace, digest) → size, created, updated, labels
 //! * `leases`: (namespace, id) → created, labels
 //! * `lease_resources`: (namespace, lease id, type, resource id) → ()
+//! * `snapshots`: (snapshotter, namespace, key) → backend key, parent, times, labels
+//! * `counters`: name → last id handed out
 
-mod codec;
+pub(crate) mod codec;
 mod content;
 mod gc;
 mod leases;
 mod namespaces;
+mod snapshots;
 mod store;
 
 use std::collections::BTreeMap;
@@ -29,6 +32,7 @@ use crate::errdefs::{Class, Error};
 pub use content::ContentRecord;
 pub use gc::{GcRoots, Sweep};
 pub use leases::Lease;
+pub use snapshots::{backend_namespace, SnapshotRecord};
 pub use store::{ContentWriter, Metadata, SharingPolicy, INGEST_EXPIRY};
 
 /// The largest key plus value a label may have.
@@ -45,6 +49,8 @@ const CONTENT: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("cont
 const LEASES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("leases");
 const LEASE_RESOURCES: TableDefinition<(&str, &str, &str, &str), ()> =
     TableDefinition::new("lease_resources");
+const SNAPSHOTS: TableDefinition<(&str, &str, &str), &[u8]> = TableDefinition::new("snapshots");
+const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
 
 /// The metadata database; see the module documentation.
 pub struct Db {
@@ -66,6 +72,8 @@ impl Db {
             txn.open_table(CONTENT).store()?;
             txn.open_table(LEASES).store()?;
             txn.open_table(LEASE_RESOURCES).store()?;
+            txn.open_table(SNAPSHOTS).store()?;
+            txn.open_table(COUNTERS).store()?;
         }
         txn.commit().store()?;
         Ok(Db {

@@ -6,7 +6,8 @@ use redb::ReadableTable;
 
 use super::codec::{Decoder, Encoder};
 use super::{
-    ensure_namespace, validate_label, validate_labels, Db, StoreResult, CONTENT, LEASES, NAMESPACES,
+    ensure_namespace, validate_label, validate_labels, Db, StoreResult, CONTENT, LEASES,
+    NAMESPACES, SNAPSHOTS,
 };
 use crate::errdefs::{Class, Error};
 use crate::identifiers::{go_quote, validate};
@@ -117,10 +118,21 @@ impl Db {
         let txn = self.db.begin_write().store()?;
         let mut remaining = Vec::new();
         if has_rows(&txn.open_table(CONTENT).store()?, name)? {
-            remaining.push("blobs");
+            remaining.push("blobs".to_string());
         }
         if has_rows(&txn.open_table(LEASES).store()?, name)? {
-            remaining.push("leases");
+            remaining.push("leases".to_string());
+        }
+        let mut snapshotters = std::collections::BTreeSet::new();
+        for row in txn.open_table(SNAPSHOTS).store()?.iter().store()? {
+            let (key, _) = row.store()?;
+            let (sn, ns, _) = key.value();
+            if ns == name {
+                snapshotters.insert(sn.to_string());
+            }
+        }
+        for sn in snapshotters {
+            remaining.push(format!("snapshots on {sn:?} snapshotter"));
         }
         if !remaining.is_empty() {
             return Err(Error::wrapped(

@@ -27,6 +27,7 @@ use crate::content::{self, Digest, Status};
 use crate::errdefs::{Class, Error};
 use crate::filters::{labels_field, Filter};
 use crate::gc::{Collector, Stats};
+use crate::snapshots::Snapshotter;
 
 /// How long an ingest no lease holds survives garbage collection after its last write.
 pub const INGEST_EXPIRY: Duration = Duration::from_secs(24 * 3600);
@@ -35,6 +36,7 @@ pub const INGEST_EXPIRY: Duration = Duration::from_secs(24 * 3600);
 pub struct Metadata {
     pub db: Arc<Db>,
     content: Arc<content::Store>,
+    pub(super) snapshotters: BTreeMap<String, Arc<dyn Snapshotter>>,
     policy: SharingPolicy,
     sweep: RwLock<()>,
 }
@@ -72,9 +74,19 @@ impl Metadata {
         Metadata {
             db,
             content,
+            snapshotters: BTreeMap::new(),
             policy,
             sweep: RwLock::new(()),
         }
+    }
+
+    /// Adds the snapshotters the namespaced snapshot calls reach, by name.
+    pub fn with_snapshotters(
+        mut self,
+        snapshotters: BTreeMap<String, Arc<dyn Snapshotter>>,
+    ) -> Self {
+        self.snapshotters = snapshotters;
+        self
     }
 
     /// The record of `digest` in `ns`; NotFound `content digest <d>: not found`.
@@ -346,7 +358,10 @@ impl Collector for Metadata {
         let now = SystemTime::now();
         let _guard = self.sweep.write();
         let sweep = self.db.collect_garbage(now)?;
-        let mut removed = sweep.removed_records.len() + sweep.removed_leases.len();
+        let mut removed = sweep.removed_records.len()
+            + sweep.removed_leases.len()
+            + sweep.removed_snapshots.len();
+        removed += self.sweep_snapshots(&sweep.referenced_snapshots);
         let mut doomed = Vec::new();
         self.content.walk(&mut |info| {
             if !sweep.referenced.contains(&info.digest.to_string()) {
@@ -563,6 +578,64 @@ mod tests {
             Class::NotFound
         );
         assert_eq!(blobs(&dir), 2);
+    }
+
+    #[test]
+    fn snapshots_are_namespaced_and_collected_like_containerds() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Db::open(&dir.path().join("meta.redb")).unwrap());
+        let store = Arc::new(content::Store::open(&dir.path().join("content")).unwrap());
+        let native: Arc<dyn Snapshotter> =
+            Arc::new(crate::snapshots::native::Native::open(&dir.path().join("native")).unwrap());
+        let meta = Metadata::new(db, store, SharingPolicy::Shared)
+            .with_snapshotters([("native".to_string(), native.clone())].into());
+        let root = labels(&[(GC_ROOT_LABEL, "x")]);
+        let none = BTreeMap::new();
+        meta.snapshot_create("one", "native", "base", "", &none, false, None)
+            .unwrap();
+        meta.snapshot_commit("one", "native", "base-c", "base", &none, None)
+            .unwrap();
+        // A rooted child keeps its unlabelled parent; an unlabelled view goes.
+        meta.snapshot_create("one", "native", "child", "base-c", &root, false, None)
+            .unwrap();
+        meta.snapshot_create("one", "native", "v", "base-c", &none, true, None)
+            .unwrap();
+        // The same key in another namespace is another snapshot.
+        meta.snapshot_create("two", "native", "child", "", &root, false, None)
+            .unwrap();
+        let err = meta
+            .snapshot_create("one", "native", "x", "missing", &none, false, None)
+            .unwrap_err();
+        assert_eq!(
+            err.message(),
+            "parent snapshot missing does not exist: not found"
+        );
+        let err = meta
+            .snapshot_create("one", "nope", "x", "", &none, false, None)
+            .unwrap_err();
+        assert_eq!(err.message(), "snapshotter not loaded: nope");
+        assert_eq!(native.list().unwrap().len(), 4);
+
+        meta.garbage_collect().unwrap();
+        let names: Vec<String> = meta
+            .snapshot_list("one", "native", &[])
+            .unwrap()
+            .into_iter()
+            .map(|i| i.name)
+            .collect();
+        assert_eq!(names, ["base-c", "child"]);
+        assert_eq!(
+            native.list().unwrap().len(),
+            3,
+            "the view's backend snapshot went too"
+        );
+        assert_eq!(meta.snapshot_list("two", "native", &[]).unwrap().len(), 1);
+
+        // Removing the child frees its parent for the next collection.
+        meta.snapshot_remove("one", "native", "child").unwrap();
+        meta.garbage_collect().unwrap();
+        assert!(meta.snapshot_list("one", "native", &[]).unwrap().is_empty());
+        assert_eq!(native.list().unwrap().len(), 1);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use super::Registration;
 use crate::services::{
-    content, deprecations, events, health, introspection, leases, namespaces, version,
+    content, deprecations, events, health, introspection, leases, namespaces, snapshots, version,
 };
 
 /// Every built-in registration. Order matters: it is the tie-breaker of the init order.
@@ -10,6 +10,7 @@ pub fn registrations() -> Vec<Registration> {
     let mut list = vec![deprecations::registration()];
     list.extend(events::registrations());
     list.extend(content::registrations());
+    list.extend(snapshots::registrations());
     list.extend(namespaces::registrations());
     list.push(crate::gc::registration());
     list.extend(leases::registrations());

@@ -11,4 +11,5 @@ pub mod health;
 pub mod introspection;
 pub mod leases;
 pub mod namespaces;
+pub mod snapshots;
 pub mod version;

@@ -185,7 +185,8 @@ pub fn registrations() -> Vec<Registration> {
                 other => return Err(Error::invalid_argument(format!("unknown policy: {other}"))),
             };
             let db = Arc::new(Db::open(&path)?);
-            let meta = Arc::new(Metadata::new(db, store, policy));
+            let snapshotters = crate::services::snapshots::loaded_snapshotters(ic);
+            let meta = Arc::new(Metadata::new(db, store, policy).with_snapshotters(snapshotters));
             ic.meta
                 .exports
                 .insert("path".into(), path.to_string_lossy().into_owned());
