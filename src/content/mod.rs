@@ -16,6 +16,7 @@
 //! Labels are not kept here; they live in the metadata store. All calls are synchronous and
 //! run on the caller's thread; the store is safe to share between threads.
 
+pub mod backend;
 mod digest;
 mod ingest;
 mod writer;
@@ -30,6 +31,7 @@ use std::time::SystemTime;
 use crate::errdefs::{Class, Error};
 use parking_lot::Mutex;
 
+pub use backend::{Backend, BlobWriter, ReadAt};
 pub use digest::Digest;
 pub use writer::Writer;
 

@@ -16,14 +16,13 @@
 //! sweep holds it exclusively.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use parking_lot::RwLock;
 
 use super::{ContentRecord, Db};
-use crate::content::{self, Digest, Status};
+use crate::content::{self, BlobWriter, Digest, ReadAt, Status};
 use crate::errdefs::{Class, Error};
 use crate::filters::{labels_field, Filter};
 use crate::gc::{Collector, Stats};
@@ -35,7 +34,7 @@ pub const INGEST_EXPIRY: Duration = Duration::from_secs(24 * 3600);
 /// See the module documentation.
 pub struct Metadata {
     pub db: Arc<Db>,
-    content: Arc<content::Store>,
+    content: Arc<dyn content::Backend>,
     pub(super) snapshotters: BTreeMap<String, Arc<dyn Snapshotter>>,
     policy: SharingPolicy,
     sweep: RwLock<()>,
@@ -57,10 +56,6 @@ impl SharingPolicy {
     }
 }
 
-fn backend_ref(ns: &str, ref_: &str) -> String {
-    format!("{ns}/{ref_}")
-}
-
 fn check_namespace(ns: &str) -> Result<(), Error> {
     crate::identifiers::validate(ns)
 }
@@ -70,7 +65,7 @@ fn parse_filters(filters: &[String]) -> Result<Filter, Error> {
 }
 
 impl Metadata {
-    pub fn new(db: Arc<Db>, content: Arc<content::Store>, policy: SharingPolicy) -> Self {
+    pub fn new(db: Arc<Db>, content: Arc<dyn content::Backend>, policy: SharingPolicy) -> Self {
         Metadata {
             db,
             content,
@@ -133,51 +128,36 @@ impl Metadata {
     }
 
     /// Opens the blob of `digest` for reading, with its size.
-    pub fn reader(&self, ns: &str, digest: &Digest) -> Result<(File, i64), Error> {
+    pub fn reader(&self, ns: &str, digest: &Digest) -> Result<(Box<dyn ReadAt>, i64), Error> {
         let rec = self.info(ns, digest)?;
-        let file = self.content.reader(digest)?;
+        let file = self.content.reader(ns, digest)?;
         Ok((file, rec.size))
     }
 
     /// The progress of `ns`'s ingest `ref_`.
     pub fn status(&self, ns: &str, ref_: &str) -> Result<Status, Error> {
         check_namespace(ns)?;
-        let mut status = self
-            .content
-            .status(&backend_ref(ns, ref_))
-            .map_err(|err| rename_ref(err, ns, ref_))?;
-        status.ref_ = ref_.to_string();
-        Ok(status)
+        self.content.status(ns, ref_)
     }
 
     /// `ns`'s ingests matching `filters` (field `ref`), by ref.
     pub fn list_statuses(&self, ns: &str, filters: &[String]) -> Result<Vec<Status>, Error> {
         check_namespace(ns)?;
         let filter = parse_filters(filters)?;
-        let prefix = backend_ref(ns, "");
-        let mut out = Vec::new();
-        for mut status in self.content.list_statuses()? {
-            let Some(ref_) = status.ref_.strip_prefix(&prefix) else {
-                continue;
-            };
-            status.ref_ = ref_.to_string();
-            let wanted = filter.matches(&|path: &[String]| match path {
+        let mut out = self.content.list_statuses(ns)?;
+        out.retain(|status| {
+            filter.matches(&|path: &[String]| match path {
                 [field] if field == "ref" => Some(status.ref_.clone()),
                 _ => None,
-            });
-            if wanted {
-                out.push(status);
-            }
-        }
+            })
+        });
         Ok(out)
     }
 
     /// Removes `ns`'s ingest `ref_`.
     pub fn abort(&self, ns: &str, ref_: &str) -> Result<(), Error> {
         check_namespace(ns)?;
-        self.content
-            .abort(&backend_ref(ns, ref_))
-            .map_err(|err| rename_ref(err, ns, ref_))
+        self.content.abort(ns, ref_)
     }
 
     /// Opens or resumes `ns`'s ingest `ref_`. With `expected` already recorded in `ns`, or held
@@ -208,10 +188,7 @@ impl Metadata {
             SharingPolicy::Shared => expected,
             SharingPolicy::Isolated => None,
         };
-        let inner = self
-            .content
-            .writer(&backend_ref(ns, ref_), total, backend_expected)
-            .map_err(|err| rename_ref(err, ns, ref_))?;
+        let inner = self.content.writer(ns, ref_, total, backend_expected)?;
         Ok(ContentWriter {
             meta: self.clone(),
             ns: ns.to_string(),
@@ -235,7 +212,7 @@ impl Metadata {
             return Ok(());
         }
         let _guard = self.sweep.read();
-        let Ok(info) = self.content.info(d) else {
+        let Ok(info) = self.content.info(ns, d) else {
             return Ok(());
         };
         let now = SystemTime::now();
@@ -257,31 +234,19 @@ impl Metadata {
     }
 }
 
-/// Errors from the local store name the backend ref; the client knows only its own.
-fn rename_ref(err: Error, ns: &str, ref_: &str) -> Error {
-    let backend = backend_ref(ns, ref_);
-    if err.message().contains(&backend) {
-        Error::new(err.class(), err.message().replace(&backend, ref_))
-    } else {
-        err
-    }
-}
-
 /// An open ingest in one namespace.
 pub struct ContentWriter {
     meta: Arc<Metadata>,
     ns: String,
     ref_: String,
     lease: Option<String>,
-    inner: content::Writer,
+    inner: Box<dyn BlobWriter>,
 }
 
 impl ContentWriter {
     /// The progress so far, under the client's ref.
     pub fn status(&self) -> Status {
-        let mut status = self.inner.status();
-        status.ref_ = self.ref_.clone();
-        status
+        self.inner.status()
     }
 
     pub fn offset(&self) -> i64 {
@@ -333,7 +298,7 @@ impl ContentWriter {
             Ok(d) => d,
             // Another namespace (or an earlier commit) has the blob: only the record is new.
             Err(err) if err.class() == Class::AlreadyExists => written,
-            Err(err) => return Err(rename_ref(err, &self.ns, &self.ref_)),
+            Err(err) => return Err(err),
         };
         let now = SystemTime::now();
         let rec = ContentRecord {
@@ -349,6 +314,51 @@ impl ContentWriter {
     }
 }
 
+/// Removes the local blobs no namespace records, and the local ingests no lease holds that
+/// have been idle for [`INGEST_EXPIRY`].
+fn sweep_local(
+    local: &content::Store,
+    sweep: &super::Sweep,
+    now: SystemTime,
+) -> Result<usize, Error> {
+    let mut removed = 0;
+    let mut doomed = Vec::new();
+    local.walk(&mut |info| {
+        if !sweep.referenced.contains(&info.digest.to_string()) {
+            doomed.push(info.digest);
+        }
+        Ok(())
+    })?;
+    for d in doomed {
+        match local.delete(&d) {
+            Ok(()) => removed += 1,
+            Err(err) if err.class() == Class::NotFound => {}
+            Err(err) => log::warn!("garbage collection failed to remove {d}: {err}"),
+        }
+    }
+    for status in local.list_statuses()? {
+        let Some((ns, ref_)) = status.ref_.split_once('/') else {
+            continue;
+        };
+        let leased = sweep
+            .leased_ingests
+            .contains(&(ns.to_string(), ref_.to_string()));
+        let fresh = status
+            .updated_at
+            .checked_add(INGEST_EXPIRY)
+            .map_or(true, |t| t > now);
+        if leased || fresh || local.is_locked(&status.ref_) {
+            continue;
+        }
+        match local.abort(&status.ref_) {
+            Ok(()) => removed += 1,
+            Err(err) if err.class() == Class::NotFound => {}
+            Err(err) => log::warn!("garbage collection failed to remove ingest: {err}"),
+        }
+    }
+    Ok(removed)
+}
+
 impl Collector for Metadata {
     /// Mark and sweep: expired leases and unreferenced records go in one transaction, then
     /// every blob no namespace records, then every ingest no lease holds that has been idle
@@ -362,39 +372,8 @@ impl Collector for Metadata {
             + sweep.removed_leases.len()
             + sweep.removed_snapshots.len();
         removed += self.sweep_snapshots(&sweep.referenced_snapshots);
-        let mut doomed = Vec::new();
-        self.content.walk(&mut |info| {
-            if !sweep.referenced.contains(&info.digest.to_string()) {
-                doomed.push(info.digest);
-            }
-            Ok(())
-        })?;
-        for d in doomed {
-            match self.content.delete(&d) {
-                Ok(()) => removed += 1,
-                Err(err) if err.class() == Class::NotFound => {}
-                Err(err) => log::warn!("garbage collection failed to remove {d}: {err}"),
-            }
-        }
-        for status in self.content.list_statuses()? {
-            let Some((ns, ref_)) = status.ref_.split_once('/') else {
-                continue;
-            };
-            let leased = sweep
-                .leased_ingests
-                .contains(&(ns.to_string(), ref_.to_string()));
-            let fresh = status
-                .updated_at
-                .checked_add(INGEST_EXPIRY)
-                .map_or(true, |t| t > now);
-            if leased || fresh || self.content.is_locked(&status.ref_) {
-                continue;
-            }
-            match self.content.abort(&status.ref_) {
-                Ok(()) => removed += 1,
-                Err(err) if err.class() == Class::NotFound => {}
-                Err(err) => log::warn!("garbage collection failed to remove ingest: {err}"),
-            }
+        if let Some(local) = self.content.local() {
+            removed += sweep_local(local, &sweep, now)?;
         }
         Ok(Stats {
             elapsed: started.elapsed(),

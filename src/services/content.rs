@@ -7,7 +7,6 @@
 //! client's `containerd-lease` header makes the lease hold what it writes.
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 use crate::api::content::{
@@ -24,6 +23,9 @@ use crate::events::{any_of, Exchange};
 use crate::metadata::{ContentRecord, ContentWriter, Metadata};
 use crate::plugin::{types, GrpcServices, InitContext, Instance, Registration};
 use crate::rpc::{Call, RpcResult, StreamReceiver, StreamSender};
+
+/// How a content plugin's value is stored, local or proxy alike.
+pub struct ContentHandle(pub Arc<dyn content::Backend>);
 
 /// The largest chunk a Read sends.
 pub const READ_CHUNK: usize = 1 << 20;
@@ -370,7 +372,7 @@ pub fn registrations() -> Vec<Registration> {
             ic.meta
                 .exports
                 .insert("root".into(), root.to_string_lossy().into_owned());
-            Ok(Instance::new(Arc::new(store)))
+            Ok(Instance::new(Arc::new(ContentHandle(Arc::new(store)))))
         }),
         Registration::new(types::SERVICE, "content-service", |ic| {
             let meta = single::<Metadata>(ic, types::METADATA)?;

@@ -12,13 +12,12 @@ use crate::api::namespaces::{
     Namespace, Namespaces, UpdateNamespaceRequest, UpdateNamespaceResponse,
 };
 use crate::api::Empty;
-use crate::content;
 use crate::errdefs::Error;
 use crate::events::{any_of, Exchange};
 use crate::metadata::{Db, Metadata, SharingPolicy};
 use crate::plugin::{types, GrpcServices, Instance, Registration};
 use crate::rpc::{Call, RpcResult};
-use crate::services::content::single;
+use crate::services::content::{single, ContentHandle};
 
 /// The namespaces service: the store plus the exchange its events go to.
 pub struct NamespacesService {
@@ -178,7 +177,7 @@ pub fn registrations() -> Vec<Registration> {
             std::fs::create_dir_all(&root)
                 .map_err(|err| Error::internal(format!("create {}: {err}", root.display())))?;
             let path = root.join("meta.redb");
-            let store = single::<content::Store>(ic, types::CONTENT)?;
+            let store = single::<ContentHandle>(ic, types::CONTENT)?.0.clone();
             let policy = match ic.config::<BoltConfig>()?.content_sharing_policy.as_str() {
                 "shared" => SharingPolicy::Shared,
                 "isolated" => SharingPolicy::Isolated,
