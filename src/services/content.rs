@@ -262,7 +262,7 @@ impl Content for ContentService {
             while filled < want {
                 let n = file
                     .read_at(&mut data[filled..], (offset as u64) + filled as u64)
-                    .map_err(|err| Error::from(err).context(format!("read {digest}")))?;
+                    .map_err(|err| err.context(format!("read {digest}")))?;
                 if n == 0 {
                     return Err(Error::new(
                         Class::Unknown,
