@@ -6,6 +6,7 @@
 //! - [`config`]: containerd's config schema, imports and merging, migration, TOML output.
 //! - [`content`]: the local content-addressed store (blobs and resumable ingests).
 //! - [`metadata`]: the transactional metadata store (namespaces, content records, leases).
+//! - [`proxy`]: external plugins (`[proxy_plugins.*]`) reached over gRPC.
 //! - [`plugin`]: registrations, dependency ordering, init context, the plugin set.
 //! - [`server`]: boot and stop, the threads that own each listener, signals, sd_notify.
 //! - [`services`]: containerd's services as plain logic plus thin gRPC adapters.
@@ -39,6 +40,7 @@ pub mod logging;
 pub mod metadata;
 pub mod metrics;
 pub mod plugin;
+pub mod proxy;
 pub mod rpc;
 pub mod server;
 pub mod services;

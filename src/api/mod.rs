@@ -54,6 +54,7 @@ pub mod health {
 
 /// `containerd.types`.
 pub mod types {
+    pub use super::generated::descriptor::Descriptor;
     pub use super::generated::event::Envelope;
     pub use super::generated::platform::Platform;
 }
@@ -159,6 +160,12 @@ pub mod snapshots {
         ViewSnapshotRequest, ViewSnapshotResponse,
     };
     pub use super::glue::snapshots_grpc::{create_snapshots, Snapshots, SnapshotsClient};
+}
+
+/// `containerd.services.diff.v1`.
+pub mod diff {
+    pub use super::generated::diff::{ApplyRequest, ApplyResponse, DiffRequest, DiffResponse};
+    pub use super::glue::diff_grpc::{create_diff, Diff, DiffClient};
 }
 
 /// `google.rpc.Status`.

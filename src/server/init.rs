@@ -30,8 +30,32 @@ pub fn init_plugins(
     readiness: &Readiness,
     cancel: &AtomicBool,
 ) -> Result<Set, ServerError> {
-    let registry = registry()?;
     let disabled: HashSet<&str> = config.disabled_plugins.iter().map(String::as_str).collect();
+    // A proxy may take the place of a built-in that is disabled (e.g. a remote `native`).
+    let proxies = crate::proxy::registrations(&config, &crate::proxy::Channels::default());
+    let replaced: HashSet<String> = proxies
+        .iter()
+        .map(Registration::uri)
+        .filter(|uri| disabled.contains(uri.as_str()))
+        .collect();
+    let mut registry = Registry::new();
+    for registration in builtins::registrations() {
+        if !replaced.contains(&registration.uri()) {
+            registry.register(registration)?;
+        }
+    }
+    for proxy in proxies {
+        let uri = proxy.uri();
+        let replacing = replaced.contains(&uri);
+        registry.register(proxy)?;
+        if replacing {
+            log::info!("proxy plugin {uri} replaces the disabled built-in");
+        }
+    }
+    let disabled: HashSet<&str> = disabled
+        .into_iter()
+        .filter(|uri| !replaced.contains(*uri))
+        .collect();
     let order = registry.graph(|r| disabled.contains(r.uri().as_str()))?;
     let set = Set::new();
     let outcome = init_in_order(&config, &order, &set, readiness, cancel);

@@ -6,6 +6,7 @@
 
 pub mod content;
 pub mod deprecations;
+pub mod diff;
 pub mod events;
 pub mod health;
 pub mod introspection;

@@ -1,0 +1,278 @@
+//! External plugins: `[proxy_plugins.<name>]` entries become plugins whose calls go over
+//! gRPC to another process, as containerd's proxy plugins do.
+//!
+//! * `type` is `snapshot`, `content` or `diff` (or the full plugin type); the plugin is
+//!   `<type>.<name>`, with no requirements, registered after the built-ins.
+//! * One channel per distinct `address` (a unix socket path or `host:port`), created at
+//!   init but connected lazily; reconnection backs off up to 3 s, so while the external
+//!   process is down calls fail with Unavailable and they work again once it is back.
+//! * `platform` is parsed (a bad one is warned about and left out; unset means the host's);
+//!   exports are copied with `address` added; capabilities are passed through.
+//! * Any other type is warned about and not registered.
+
+pub mod content;
+pub mod snapshots;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use grpcio::{Channel, ChannelBuilder, EnvBuilder, Environment};
+use oci_spec::image::{Arch, Os, Platform};
+use parking_lot::Mutex;
+
+use crate::config::{Config, ProxyPlugin};
+use crate::errdefs::{Class, Error};
+use crate::plugin::{types, Instance, Registration};
+use crate::services::content::ContentHandle;
+use crate::services::snapshots::SnapshotterHandle;
+
+/// The size limit both ways, as containerd dials its proxies.
+const MAX_MESSAGE: usize = 16 << 20;
+
+/// The longest wait between reconnection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(3);
+
+/// One channel per address, shared by every proxy plugin that names it.
+#[derive(Default, Clone)]
+pub struct Channels {
+    env: Arc<Mutex<Option<Arc<Environment>>>>,
+    by_address: Arc<Mutex<HashMap<String, Channel>>>,
+}
+
+impl Channels {
+    /// The channel for `address`, created on first use.
+    pub fn get(&self, address: &str) -> Channel {
+        let mut cache = self.by_address.lock();
+        if let Some(channel) = cache.get(address) {
+            return channel.clone();
+        }
+        let env = self
+            .env
+            .lock()
+            .get_or_insert_with(|| {
+                Arc::new(
+                    EnvBuilder::new()
+                        .cq_count(1)
+                        .name_prefix("proxy-cq")
+                        .build(),
+                )
+            })
+            .clone();
+        let target = if address.starts_with('/') {
+            format!("unix:{address}")
+        } else if let Some(path) = address.strip_prefix("unix://") {
+            format!("unix:{path}")
+        } else {
+            address.to_string()
+        };
+        let channel = ChannelBuilder::new(env)
+            .max_receive_message_len(MAX_MESSAGE as i32)
+            .max_send_message_len(MAX_MESSAGE as i32)
+            .initial_reconnect_backoff(Duration::from_millis(100))
+            .max_reconnect_backoff(MAX_BACKOFF)
+            .connect(&target);
+        cache.insert(address.to_string(), channel.clone());
+        channel
+    }
+}
+
+/// A gRPC failure as an [`Error`] of the same class; transport failures are Unavailable.
+pub fn from_grpc(err: grpcio::Error) -> Error {
+    match err {
+        grpcio::Error::RpcFailure(status) => {
+            let class = Class::from_code(i32::from(status.code()));
+            Error::new(class, status.message().to_string())
+        }
+        other => Error::unavailable(format!("proxy connection: {other}")),
+    }
+}
+
+/// Call options carrying the namespace header.
+pub fn with_namespace(ns: &str) -> grpcio::CallOption {
+    let mut headers = grpcio::MetadataBuilder::new();
+    if !ns.is_empty() {
+        // Namespaces are identifiers, always valid header values.
+        let _ = headers.add_str("containerd-namespace", ns);
+    }
+    grpcio::CallOption::default().headers(headers.build())
+}
+
+/// The plugin type a proxy `type` names, or None when it is not one ctrd can proxy.
+pub fn plugin_type(value: &str) -> Option<&'static str> {
+    match value {
+        "snapshot" | types::SNAPSHOT => Some(types::SNAPSHOT),
+        "content" | types::CONTENT => Some(types::CONTENT),
+        "diff" | types::DIFF => Some(types::DIFF),
+        _ => None,
+    }
+}
+
+/// Parses a platform specifier like containerd's `platforms.Parse`: `os`, `arch`,
+/// `os/arch` or `os/arch/variant`, with the usual architecture aliases.
+pub fn parse_platform(spec: &str) -> Result<Platform, Error> {
+    let bad = |why: &str| Error::invalid_argument(format!("{spec:?}: {why}: invalid argument"));
+    let lower = spec.to_ascii_lowercase();
+    let parts: Vec<&str> = lower.split('/').collect();
+    let valid = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    };
+    if parts.len() > 3 || !parts.iter().all(|p| valid(p)) {
+        return Err(bad("unknown operating system or architecture"));
+    }
+    const OSES: &[&str] = &[
+        "linux",
+        "windows",
+        "darwin",
+        "freebsd",
+        "netbsd",
+        "openbsd",
+        "solaris",
+        "illumos",
+        "android",
+        "ios",
+        "aix",
+        "plan9",
+        "dragonfly",
+        "js",
+        "wasip1",
+    ];
+    let (os, arch, variant) = match parts.as_slice() {
+        [one] if OSES.contains(one) => (one.to_string(), host_arch().to_string(), None),
+        [one] => ("linux".to_string(), one.to_string(), None),
+        [os, arch] => (os.to_string(), arch.to_string(), None),
+        [os, arch, variant] => (os.to_string(), arch.to_string(), Some(variant.to_string())),
+        _ => return Err(bad("unknown operating system or architecture")),
+    };
+    if !OSES.contains(&os.as_str()) {
+        return Err(bad("unknown operating system"));
+    }
+    let (arch, variant) = match (arch.as_str(), variant) {
+        ("x86_64" | "x86-64", v) => ("amd64".to_string(), v),
+        ("aarch64", v) => ("arm64".to_string(), v),
+        ("armhf", _) => ("arm".to_string(), Some("v7".to_string())),
+        ("armel", _) => ("arm".to_string(), Some("v6".to_string())),
+        ("i386", v) => ("386".to_string(), v),
+        (a, v) => (a.to_string(), v),
+    };
+    let mut platform = Platform::default();
+    platform.set_os(Os::from(os.as_str()));
+    platform.set_architecture(Arch::from(arch.as_str()));
+    platform.set_variant(variant);
+    Ok(platform)
+}
+
+fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        other => other,
+    }
+}
+
+/// The host's platform (containerd's `platforms.DefaultSpec`).
+pub fn host_platform() -> Platform {
+    let mut platform = Platform::default();
+    platform.set_os(Os::from(std::env::consts::OS));
+    platform.set_architecture(Arch::from(host_arch()));
+    platform
+}
+
+/// A registration per usable `[proxy_plugins.<name>]`, in name order.
+pub fn registrations(config: &Config, channels: &Channels) -> Vec<Registration> {
+    let mut out = Vec::new();
+    for (name, proxy) in &config.proxy_plugins {
+        let Some(r#type) = plugin_type(&proxy.r#type) else {
+            log::warn!(
+                "unknown proxy plugin type {:?} for proxy plugin {name:?}: expected snapshot, content or diff; not loaded",
+                proxy.r#type
+            );
+            continue;
+        };
+        out.push(registration(r#type, name, proxy.clone(), channels.clone()));
+    }
+    out
+}
+
+fn registration(
+    r#type: &'static str,
+    name: &str,
+    proxy: ProxyPlugin,
+    channels: Channels,
+) -> Registration {
+    let id = name.to_string();
+    Registration::new(r#type, name, move |ic| {
+        let platform = if proxy.platform.is_empty() {
+            Some(host_platform())
+        } else {
+            match parse_platform(&proxy.platform) {
+                Ok(p) => Some(p),
+                Err(err) => {
+                    log::warn!(
+                        "skipping proxy platform with bad platform {:?}: {err}",
+                        proxy.platform
+                    );
+                    None
+                }
+            }
+        };
+        ic.meta.platforms.extend(platform);
+        ic.meta.exports.extend(proxy.exports.clone());
+        ic.meta
+            .exports
+            .insert("address".into(), proxy.address.clone());
+        ic.meta.capabilities = proxy.capabilities.clone();
+        let channel = channels.get(&proxy.address);
+        match r#type {
+            types::SNAPSHOT => {
+                let remote = snapshots::ProxySnapshotter::new(channel, &id);
+                Ok(Instance::new(Arc::new(SnapshotterHandle(Arc::new(remote)))))
+            }
+            types::CONTENT => {
+                let remote = content::ProxyContent::new(channel);
+                Ok(Instance::new(Arc::new(ContentHandle(Arc::new(remote)))))
+            }
+            _ => Ok(Instance::new(Arc::new(
+                crate::services::diff::DifferHandle(Arc::new(
+                    crate::services::diff::ProxyDiffer::new(channel),
+                )),
+            ))),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn platforms_parse_like_containerds() {
+        let p = parse_platform("linux/arm64/v8").unwrap();
+        assert_eq!(p.os().to_string(), "linux");
+        assert_eq!(p.architecture().to_string(), "arm64");
+        assert_eq!(p.variant().as_deref(), Some("v8"));
+        let p = parse_platform("linux/x86_64").unwrap();
+        assert_eq!(p.architecture().to_string(), "amd64");
+        let p = parse_platform("armhf").unwrap();
+        assert_eq!(p.os().to_string(), "linux");
+        assert_eq!(p.variant().as_deref(), Some("v7"));
+        assert!(parse_platform("linux/amd64/v1/extra").is_err());
+        assert!(parse_platform("nope/amd64").is_err());
+        assert!(parse_platform("linux/$$").is_err());
+    }
+
+    #[test]
+    fn types_full_and_short() {
+        assert_eq!(plugin_type("snapshot"), Some(types::SNAPSHOT));
+        assert_eq!(
+            plugin_type("io.containerd.content.v1"),
+            Some(types::CONTENT)
+        );
+        assert_eq!(plugin_type("diff"), Some(types::DIFF));
+        assert_eq!(plugin_type("sandbox"), None);
+        assert_eq!(plugin_type("bogus"), None);
+    }
+}

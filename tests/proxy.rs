@@ -1,0 +1,227 @@
+//! External plugins end to end: ctrd with its snapshotter and content store proxied to a
+//! running Debian containerd, driven by Debian's `ctr` against both daemons.
+
+mod common;
+
+use std::fs;
+use std::process::{Child, Command, Stdio};
+
+use common::{require_tool, wait_for, Daemon, Options, TestDir, START_DEADLINE};
+use ctrd::content::Digest;
+
+/// Debian's containerd on a temporary root, as the external plugin server.
+struct Containerd {
+    dir: TestDir,
+    child: Option<Child>,
+}
+
+impl Containerd {
+    fn start(name: &str) -> Containerd {
+        let dir = TestDir::new(name);
+        let base = dir.path.to_string_lossy().into_owned();
+        dir.write(
+            "config.toml",
+            &format!(
+                "version = 2\nroot = \"{base}/root\"\nstate = \"{base}/state\"\n\
+                 disabled_plugins = [\"io.containerd.grpc.v1.cri\", \"io.containerd.snapshotter.v1.aufs\", \
+                 \"io.containerd.snapshotter.v1.btrfs\", \"io.containerd.snapshotter.v1.zfs\", \
+                 \"io.containerd.snapshotter.v1.devmapper\", \"io.containerd.tracing.processor.v1.otlp\", \
+                 \"io.containerd.internal.v1.tracing\"]\n\
+                 [grpc]\naddress = \"{base}/c.sock\"\n[ttrpc]\naddress = \"{base}/c.sock.ttrpc\"\n"
+            ),
+        );
+        let mut peer = Containerd { dir, child: None };
+        peer.spawn();
+        peer
+    }
+
+    fn socket(&self) -> String {
+        self.dir.join("c.sock").to_string_lossy().into_owned()
+    }
+
+    fn spawn(&mut self) {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("containerd.log"))
+            .unwrap();
+        let child = Command::new(require_tool("containerd"))
+            .arg("--config")
+            .arg(self.dir.join("config.toml"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start containerd");
+        self.child = Some(child);
+        let socket = self.socket();
+        wait_for("containerd to serve", START_DEADLINE, || {
+            common::ctr(socket.as_ref(), &["version"])
+                .status
+                .success()
+                .then_some(())
+        });
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            child.wait().unwrap();
+        }
+    }
+
+    fn ctr_ok(&self, args: &[&str]) -> String {
+        let out = common::ctr(self.socket().as_ref(), args);
+        assert!(
+            out.status.success(),
+            "containerd ctr {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn proxied_daemon(peer: &Containerd) -> Daemon {
+    Daemon::start_with(
+        "proxy",
+        Options {
+            config: Some(format!(
+                "version = 3\n\
+                 disabled_plugins = [\"io.containerd.snapshotter.v1.native\", \"io.containerd.content.v1.content\"]\n\
+                 [proxy_plugins.native]\ntype = \"snapshot\"\naddress = \"{sock}\"\n\
+                 [proxy_plugins.remote]\ntype = \"io.containerd.content.v1\"\naddress = \"{sock}\"\nplatform = \"linux/arm64/v8\"\n\
+                 [proxy_plugins.odd]\ntype = \"sandbox\"\naddress = \"{sock}\"\n",
+                sock = peer.socket()
+            )),
+            ..Default::default()
+        },
+    )
+}
+
+#[test]
+fn proxied_content_and_snapshots_live_in_the_external_daemon() {
+    let peer = Containerd::start("peer-a");
+    let daemon = proxied_daemon(&peer);
+    let ls = daemon.ctr_ok(&["plugins", "ls"]);
+    assert!(
+        ls.contains("remote") && ls.contains("linux/arm64/v8"),
+        "{ls}"
+    );
+    let detail = daemon.ctr_ok(&["plugins", "ls", "-d", "id==remote"]);
+    assert!(
+        detail.contains(&format!("address      {}", peer.socket())),
+        "{detail}"
+    );
+    assert!(daemon
+        .logs()
+        .contains("unknown proxy plugin type \\\"sandbox\\\""));
+
+    // A blob written through ctrd lands in containerd.
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let file = daemon.dir.join("blob");
+    fs::write(&file, &data).unwrap();
+    let digest = Digest::of(&data).to_string();
+    let status = Command::new(require_tool("ctr"))
+        .arg("--address")
+        .arg(&daemon.socket)
+        .args(["content", "ingest", "through-ctrd"])
+        .stdin(fs::File::open(&file).unwrap())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(daemon.ctr_ok(&["content", "ls", "-q"]).contains(&digest));
+    assert!(peer.ctr_ok(&["content", "ls", "-q"]).contains(&digest));
+    let got = Command::new(require_tool("ctr"))
+        .arg("--address")
+        .arg(&daemon.socket)
+        .args(["content", "get", &digest])
+        .output()
+        .unwrap();
+    assert_eq!(Digest::of(&got.stdout).to_string(), digest);
+
+    // Snapshots made through ctrd are containerd's native snapshots, under ctrd's keys.
+    daemon.ctr_ok(&["snapshots", "--snapshotter", "native", "prepare", "base"]);
+    daemon.ctr_ok(&[
+        "snapshots",
+        "--snapshotter",
+        "native",
+        "commit",
+        "base-c",
+        "base",
+    ]);
+    daemon.ctr_ok(&[
+        "snapshots",
+        "--snapshotter",
+        "native",
+        "prepare",
+        "work",
+        "base-c",
+    ]);
+    let ours = daemon.ctr_ok(&["snapshots", "--snapshotter", "native", "ls"]);
+    assert!(ours.contains("work") && ours.contains("base-c"), "{ours}");
+    let theirs = peer.ctr_ok(&["snapshots", "--snapshotter", "native", "ls"]);
+    assert!(
+        theirs
+            .lines()
+            .any(|l| l.starts_with("default/") && l.contains("/work")),
+        "{theirs}"
+    );
+    let mounts = daemon.ctr_ok(&[
+        "snapshots",
+        "--snapshotter",
+        "native",
+        "mounts",
+        "/mnt",
+        "work",
+    ]);
+    assert!(
+        mounts.contains(&peer.dir.path.to_string_lossy().into_owned()),
+        "{mounts}"
+    );
+}
+
+#[test]
+fn external_daemon_down_is_unavailable_then_recovers() {
+    let mut peer = Containerd::start("peer-b");
+    let daemon = proxied_daemon(&peer);
+    daemon.ctr_ok(&["snapshots", "--snapshotter", "native", "prepare", "s1"]);
+    peer.stop();
+    let out = daemon.ctr(&[
+        "snapshots",
+        "--snapshotter",
+        "native",
+        "mounts",
+        "/mnt",
+        "s1",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr).to_lowercase();
+    assert!(err.contains("unavailable"), "{err}");
+    // ctrd itself keeps serving.
+    daemon.ctr_ok(&["version"]);
+    peer.spawn();
+    wait_for("the proxy to reconnect", START_DEADLINE, || {
+        daemon
+            .ctr(&[
+                "snapshots",
+                "--snapshotter",
+                "native",
+                "mounts",
+                "/mnt",
+                "s1",
+            ])
+            .status
+            .success()
+            .then_some(())
+    });
+}
