@@ -292,6 +292,18 @@ pub fn raw(fd: &OwnedFd) -> RawFd {
     fd.as_raw_fd()
 }
 
+/// Flushes the filesystem holding `path` to disk (`syncfs(2)`).
+pub fn syncfs(path: &std::path::Path) -> io::Result<()> {
+    let dir = std::fs::File::open(path)?;
+    // SAFETY: syncfs only reads the descriptor, which `dir` keeps open for the call.
+    let rc = unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir)) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Keeps the C allocator's footprint small on a long-lived daemon: large blocks (such as
 /// the 1 MiB message buffers of content transfers) are always mapped and unmapped on free,
 /// instead of glibc raising its mmap threshold and keeping them in the heap, and at most
