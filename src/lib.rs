@@ -5,6 +5,7 @@
 //! - [`cli`]: flags and subcommands.
 //! - [`config`]: containerd's config schema, imports and merging, migration, TOML output.
 //! - [`content`]: the local content-addressed store (blobs and resumable ingests).
+//! - [`diff`]: layer tars: apply with whiteouts, diff two trees, compression, stream processors.
 //! - [`metadata`]: the transactional metadata store (namespaces, content records, leases).
 //! - [`plugin`]: registrations, dependency ordering, init context, the plugin set.
 //! - [`server`]: boot and stop, the threads that own each listener, signals, sd_notify.
@@ -29,6 +30,7 @@ pub mod cli;
 pub mod config;
 pub mod content;
 pub mod debug;
+pub mod diff;
 pub mod errdefs;
 pub mod events;
 pub mod filters;
