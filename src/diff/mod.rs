@@ -1,14 +1,17 @@
 //! The layer library behind containerd's walking differ: applying OCI layer tars to a
 //! directory, writing the tar of changes between two directories, layer compression and
-//! media types. Everything runs on the caller's thread.
+//! media types, and external stream processors. Plain functions run on the caller's thread;
+//! only [`processor`] starts a child process and the threads that feed it.
 //!
 //! - [`apply`]: unpack a layer with whiteouts and opaque directories, confined to a root.
 //! - [`walk`]: compare two trees and write the layer that turns one into the other.
 //! - [`compression`]: media types, magic-byte detection, gzip in and out.
+//! - [`processor`]: `[stream_processors.<id>]` binaries that transform a layer stream.
 
 pub mod apply;
 pub mod compression;
 mod path;
+pub mod processor;
 pub mod walk;
 
 #[cfg(test)]
