@@ -102,6 +102,8 @@ struct Pax {
     xattrs: Vec<(String, Vec<u8>)>,
     mtime: Option<(i64, u32)>,
     atime: Option<(i64, u32)>,
+    uid: Option<u64>,
+    gid: Option<u64>,
 }
 
 impl Applier {
@@ -173,7 +175,8 @@ impl Applier {
         }
 
         let mode = header.mode()? & 0o7777;
-        let (uid, gid) = (header.uid()?, header.gid()?);
+        let uid = pax.uid.map_or_else(|| header.uid(), Ok)?;
+        let gid = pax.gid.map_or_else(|| header.gid(), Ok)?;
         let mtime = pax
             .mtime
             .unwrap_or((i64::try_from(header.mtime()?).unwrap_or(i64::MAX), 0));
@@ -363,7 +366,7 @@ impl Applier {
     }
 }
 
-/// The PAX records the applier uses: xattrs and sub-second times.
+/// The PAX records the applier uses: xattrs, sub-second times, large owner ids.
 fn read_pax<R: Read>(entry: &mut tar::Entry<'_, R>) -> io::Result<Pax> {
     let mut pax = Pax::default();
     let Some(records) = entry.pax_extensions()? else {
@@ -379,6 +382,10 @@ fn read_pax<R: Read>(entry: &mut tar::Entry<'_, R>) -> io::Result<Pax> {
             pax.mtime = record.value().ok().and_then(parse_pax_time);
         } else if key == "atime" {
             pax.atime = record.value().ok().and_then(parse_pax_time);
+        } else if key == "uid" {
+            pax.uid = record.value().ok().and_then(|v| v.parse().ok());
+        } else if key == "gid" {
+            pax.gid = record.value().ok().and_then(|v| v.parse().ok());
         }
     }
     Ok(pax)
@@ -598,6 +605,20 @@ mod tests {
             1
         );
         assert!(!root.join("h").exists());
+    }
+
+    #[test]
+    fn device_nodes_are_created_or_skipped() {
+        let (_dir, root, _) = scratch();
+        let tar = layer(&[Entry::CharDevice("null", 1, 3)]);
+        apply_layer(&tar[..], &root).expect("apply");
+        // Created with CAP_MKNOD, skipped with a warning without it.
+        if let Ok(meta) = fs::symlink_metadata(root.join("null")) {
+            assert!(std::os::unix::fs::FileTypeExt::is_char_device(
+                &meta.file_type()
+            ));
+            assert_eq!(meta.rdev(), libc::makedev(1, 3));
+        }
     }
 
     #[test]

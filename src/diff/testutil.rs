@@ -9,6 +9,7 @@ pub enum Entry<'a> {
     Symlink(&'a str, &'a str),
     Link(&'a str, &'a str),
     Fifo(&'a str),
+    CharDevice(&'a str, u32, u32),
 }
 
 /// A ustar header named `name` byte for byte (no checks, so `../x` and `/x` are possible).
@@ -20,6 +21,8 @@ fn header(name: &str, kind: EntryType, mode: u32, size: u64) -> Header {
     header.set_mtime(1_700_000_000);
     header.set_uid(u64::from(crate::sys::geteuid()));
     header.set_gid(u64::from(crate::sys::getegid()));
+    header.set_device_major(0).expect("ustar");
+    header.set_device_minor(0).expect("ustar");
     let field = &mut header.as_ustar_mut().expect("ustar").name;
     assert!(name.len() <= field.len(), "test name too long");
     field[..name.len()].copy_from_slice(name.as_bytes());
@@ -54,6 +57,12 @@ pub fn layer(entries: &[Entry<'_>]) -> Vec<u8> {
                 (header, b"")
             }
             Entry::Fifo(name) => (header(name, EntryType::Fifo, 0o644, 0), b""),
+            Entry::CharDevice(name, major, minor) => {
+                let mut header = header(name, EntryType::Char, 0o666, 0);
+                header.set_device_major(major).expect("ustar");
+                header.set_device_minor(minor).expect("ustar");
+                (header, b"")
+            }
         };
         header.set_cksum();
         builder.append(&header, data).expect("append");

@@ -167,16 +167,16 @@ struct ChangeWriter<W: Write> {
     upper: PathBuf,
     mtime_upper_bound: Option<i64>,
     /// The entry name first written for a hard-linked inode, keyed by (device, inode).
-    inode_source: HashMap<(u64, u64), String>,
+    inode_source: HashMap<(u64, u64), Vec<u8>>,
     /// Unchanged names of an inode not written yet, linked once it is.
-    inode_refs: HashMap<(u64, u64), Vec<String>>,
+    inode_refs: HashMap<(u64, u64), Vec<Vec<u8>>>,
     /// Directories already written (names without the trailing slash).
-    added_dirs: HashSet<String>,
+    added_dirs: HashSet<Vec<u8>>,
 }
 
 impl<W: Write> ChangeWriter<W> {
     fn handle(&mut self, change: Change, rel: &Path, meta: Option<&Metadata>) -> Result<(), Error> {
-        let name = String::from_utf8_lossy(rel.as_os_str().as_bytes()).into_owned();
+        let mut name = rel.as_os_str().as_bytes().to_vec();
         let Some(meta) = meta.filter(|_| change != Change::Delete) else {
             return self.whiteout(&name);
         };
@@ -195,18 +195,17 @@ impl<W: Write> ChangeWriter<W> {
         if let Some(bound) = self.mtime_upper_bound {
             entry.mtime = entry.mtime.min(bound);
         }
-        entry.name = if file_type.is_dir() {
-            format!("{name}/")
-        } else {
-            name
-        };
+        if file_type.is_dir() {
+            name.push(b'/');
+        }
+        entry.name = name;
 
         let mut additional_links = Vec::new();
         if is_linked(meta) {
             let inode = (meta.dev(), meta.ino());
             if let Some(source) = self.inode_source.get(&inode) {
                 entry.kind = EntryType::Link;
-                entry.link_name = source.clone().into_bytes();
+                entry.link_name = source.clone();
                 entry.size = 0;
             } else {
                 if change == Change::Unmodified {
@@ -249,7 +248,7 @@ impl<W: Write> ChangeWriter<W> {
         for extra in additional_links {
             entry.name = extra;
             entry.kind = EntryType::Link;
-            entry.link_name = source_name.clone().into_bytes();
+            entry.link_name = source_name.clone();
             entry.size = 0;
             self.include_parents(&entry.name)?;
             entry.write(&mut self.builder, io::empty())?;
@@ -257,13 +256,14 @@ impl<W: Write> ChangeWriter<W> {
         Ok(())
     }
 
-    fn whiteout(&mut self, name: &str) -> Result<(), Error> {
-        let (dir, base) = match name.rsplit_once('/') {
-            Some((dir, base)) => (format!("{dir}/"), base),
-            None => (String::new(), name),
-        };
+    fn whiteout(&mut self, name: &[u8]) -> Result<(), Error> {
+        let split = name
+            .iter()
+            .rposition(|&b| b == b'/')
+            .map_or(0, |slash| slash + 1);
+        let (dir, base) = name.split_at(split);
         let entry = TarEntry {
-            name: format!("{dir}{WHITEOUT_PREFIX}{base}"),
+            name: [dir, WHITEOUT_PREFIX.as_bytes(), base].concat(),
             kind: EntryType::Regular,
             ..TarEntry::default()
         };
@@ -272,18 +272,20 @@ impl<W: Write> ChangeWriter<W> {
     }
 
     /// Writes the parent directory of `name` (and so its own parents) unless already written.
-    fn include_parents(&mut self, name: &str) -> Result<(), Error> {
-        let trimmed = name.trim_end_matches('/');
-        if let Some((parent, _)) = trimmed.rsplit_once('/') {
-            if !parent.is_empty() && self.added_dirs.insert(parent.to_string()) {
+    fn include_parents(&mut self, name: &[u8]) -> Result<(), Error> {
+        let trimmed = name.strip_suffix(b"/").unwrap_or(name);
+        if let Some(slash) = trimmed.iter().rposition(|&b| b == b'/') {
+            let parent = &trimmed[..slash];
+            if !parent.is_empty() && self.added_dirs.insert(parent.to_vec()) {
+                let parent = Path::new(std::ffi::OsStr::from_bytes(parent));
                 let path = self.upper.join(parent);
                 let meta =
                     fs::metadata(&path).map_err(|err| Error::from(err).context(path.display()))?;
-                self.handle(Change::Modify, Path::new(parent), Some(&meta))?;
+                self.handle(Change::Modify, parent, Some(&meta))?;
             }
         }
-        if name.ends_with('/') {
-            self.added_dirs.insert(trimmed.to_string());
+        if name.ends_with(b"/") {
+            self.added_dirs.insert(trimmed.to_vec());
         }
         Ok(())
     }
@@ -291,7 +293,7 @@ impl<W: Write> ChangeWriter<W> {
 
 /// One tar entry to write.
 struct TarEntry {
-    name: String,
+    name: Vec<u8>,
     kind: EntryType,
     mode: u32,
     uid: u64,
@@ -306,7 +308,7 @@ struct TarEntry {
 impl Default for TarEntry {
     fn default() -> Self {
         TarEntry {
-            name: String::new(),
+            name: Vec::new(),
             kind: EntryType::Regular,
             mode: 0,
             uid: 0,
@@ -384,15 +386,15 @@ impl TarEntry {
             header.set_device_minor(minor)?;
         }
         let ustar = header.as_ustar_mut().expect("a new ustar header is ustar");
-        match split_ustar_name(self.name.as_bytes()) {
+        match split_ustar_name(&self.name) {
             Some((prefix, name)) => {
                 ustar.prefix[..prefix.len()].copy_from_slice(prefix);
                 ustar.name[..name.len()].copy_from_slice(name);
             }
             None => {
                 let cut = self.name.len().min(ustar.name.len());
-                ustar.name[..cut].copy_from_slice(&self.name.as_bytes()[..cut]);
-                pax.push(("path", self.name.clone().into_bytes()));
+                ustar.name[..cut].copy_from_slice(&self.name[..cut]);
+                pax.push(("path", self.name.clone()));
             }
         }
         if self.link_name.len() <= ustar.linkname.len() && self.link_name.is_ascii() {
@@ -804,6 +806,31 @@ mod tests {
             fs::read_link(target.join("longlink")).expect("readlink"),
             Path::new(&"t".repeat(150))
         );
+    }
+
+    #[test]
+    fn names_that_are_not_utf8_survive() {
+        use std::ffi::OsStr;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (lower, upper, target) = (
+            dir.path().join("lower"),
+            dir.path().join("upper"),
+            dir.path().join("target"),
+        );
+        let name = OsStr::from_bytes(b"caf\xe9");
+        write(&lower.join("gone\u{e9}"), b"x", 0o644);
+        write(&lower.join(OsStr::from_bytes(b"old\xff")), b"x", 0o644);
+        write(&upper.join(name).join("inner"), b"latin-1", 0o644);
+        fs::create_dir(&target).expect("mkdir");
+        write(&target.join(OsStr::from_bytes(b"old\xff")), b"x", 0o644);
+        let mut tar = Vec::new();
+        write_diff(&lower, &upper, &mut tar).expect("diff");
+        apply_layer(&tar[..], &target).expect("apply");
+        assert_eq!(
+            fs::read(target.join(name).join("inner")).expect("read"),
+            b"latin-1"
+        );
+        assert!(!target.join(OsStr::from_bytes(b"old\xff")).exists());
     }
 
     #[test]
