@@ -93,7 +93,9 @@ struct Applier {
     unpacked: HashSet<PathBuf>,
     /// Their ancestors, which an opaque marker must keep to keep them.
     unpacked_parents: HashSet<PathBuf>,
-    dirs: Vec<(PathBuf, Times)>,
+    /// Directories to give their times at the end, by cleaned name: resolved again then,
+    /// as later entries may have replaced a parent with a symlink.
+    dirs: Vec<(Vec<OsString>, Times)>,
 }
 
 /// The parts of an entry's PAX records the applier uses.
@@ -121,11 +123,17 @@ impl Applier {
                 }
             })?;
         }
-        for (path, (atime, mtime)) in std::mem::take(&mut self.dirs) {
+        let gone = |err: &io::Error| {
+            err.kind() == io::ErrorKind::NotFound || err.raw_os_error() == Some(libc::ENOTDIR)
+        };
+        for (components, (atime, mtime)) in std::mem::take(&mut self.dirs) {
+            let path = match resolve_in_root(&self.root, &components) {
+                Ok(path) => path,
+                Err(err) if gone(&err) => continue,
+                Err(err) => return Err(err.into()),
+            };
             match crate::sys::lutimes(&path, atime, mtime) {
-                Err(err) if err.kind() != io::ErrorKind::NotFound => {
-                    return Err(Error::from(err).context(path.display()));
-                }
+                Err(err) if !gone(&err) => return Err(Error::from(err).context(path.display())),
                 _ => {}
             }
         }
@@ -269,7 +277,7 @@ impl Applier {
         }
 
         if kind == EntryType::Directory {
-            self.dirs.push((path.clone(), (atime, mtime)));
+            self.dirs.push((components.clone(), (atime, mtime)));
         } else {
             crate::sys::lutimes(&path, atime, mtime)?;
         }
@@ -619,6 +627,21 @@ mod tests {
             ));
             assert_eq!(meta.rdev(), libc::makedev(1, 3));
         }
+    }
+
+    #[test]
+    fn directory_times_are_not_set_through_a_later_symlink() {
+        let (_dir, root, outside) = scratch();
+        fs::create_dir(outside.join("victim")).expect("mkdir");
+        crate::sys::lutimes(&outside.join("victim"), (5, 0), (5, 0)).expect("utimes");
+        let tar = layer(&[
+            Entry::Dir("a/", 0o755),
+            Entry::Dir("a/victim/", 0o755),
+            Entry::Symlink("a", outside.to_str().expect("utf-8")),
+        ]);
+        apply_layer(&tar[..], &root).expect("apply");
+        let victim = fs::metadata(outside.join("victim")).expect("stat");
+        assert_eq!(victim.mtime(), 5, "outside untouched");
     }
 
     #[test]
