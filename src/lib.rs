@@ -5,6 +5,7 @@
 //! - [`cli`]: flags and subcommands.
 //! - [`config`]: containerd's config schema, imports and merging, migration, TOML output.
 //! - [`content`]: the local content-addressed store (blobs and resumable ingests).
+//! - [`diff`]: layer tars: apply with whiteouts, diff two trees, compression, stream processors.
 //! - [`metadata`]: the transactional metadata store (namespaces, content records, leases).
 //! - [`proxy`]: external plugins (`[proxy_plugins.*]`) reached over gRPC.
 //! - [`plugin`]: registrations, dependency ordering, init context, the plugin set.
@@ -31,6 +32,7 @@ pub mod cli;
 pub mod config;
 pub mod content;
 pub mod debug;
+pub mod diff;
 pub mod errdefs;
 pub mod events;
 pub mod filters;

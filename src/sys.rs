@@ -1,5 +1,6 @@
 //! The few system calls the standard library does not wrap: signal masks, signalfd, thread
-//! ids and per-thread signals. Every `unsafe` block of the crate lives here.
+//! ids and per-thread signals, device nodes, symlink times and extended attributes. Every
+//! `unsafe` block of the crate lives here.
 #![allow(unsafe_code)]
 
 use std::io;
@@ -325,6 +326,103 @@ pub fn tune_allocator(mmap_threshold: usize, arenas: usize) {
     }
     #[cfg(not(target_env = "gnu"))]
     let _ = (mmap_threshold, arenas);
+}
+
+// File-system calls for layer application and diffs (`crate::diff`).
+
+fn c_path(path: &std::path::Path) -> io::Result<std::ffi::CString> {
+    use std::os::unix::ffi::OsStrExt;
+    std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
+}
+
+/// Creates a device node or FIFO; `mode` carries the file type bits (`S_IFCHR`, …).
+pub fn mknod(path: &std::path::Path, mode: u32, major: u32, minor: u32) -> io::Result<()> {
+    let path = c_path(path)?;
+    let dev = libc::makedev(major, minor);
+    // SAFETY: `path` is a valid NUL-terminated string that outlives the call.
+    if unsafe { libc::mknod(path.as_ptr(), mode as libc::mode_t, dev) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Sets access and modification times (seconds, nanoseconds) without following a final
+/// symlink.
+pub fn lutimes(path: &std::path::Path, atime: (i64, u32), mtime: (i64, u32)) -> io::Result<()> {
+    let path = c_path(path)?;
+    let spec = |(sec, nsec): (i64, u32)| libc::timespec {
+        tv_sec: sec as libc::time_t,
+        tv_nsec: nsec as _,
+    };
+    let times = [spec(atime), spec(mtime)];
+    // SAFETY: `path` is NUL-terminated and `times` points to two initialised timespecs, both
+    // outliving the call.
+    let rc = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Reads an extended attribute of `path` itself (not a symlink's target); `None` when it is
+/// absent or the file system has no extended attributes.
+pub fn lgetxattr(path: &std::path::Path, name: &str) -> io::Result<Option<Vec<u8>>> {
+    let path = c_path(path)?;
+    let name = std::ffi::CString::new(name)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "xattr name contains NUL"))?;
+    let mut buf = vec![0u8; 256];
+    loop {
+        // SAFETY: both strings are NUL-terminated and `buf` is writable for `buf.len()` bytes;
+        // all outlive the call.
+        let n = unsafe {
+            libc::lgetxattr(
+                path.as_ptr(),
+                name.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
+        if n >= 0 {
+            buf.truncate(n as usize);
+            return Ok(Some(buf));
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::ENODATA) | Some(libc::ENOTSUP) => return Ok(None),
+            Some(libc::ERANGE) if buf.len() < 1 << 16 => buf.resize(buf.len() * 4, 0),
+            _ => return Err(err),
+        }
+    }
+}
+
+/// Sets an extended attribute on `path` itself (not a symlink's target).
+pub fn lsetxattr(path: &std::path::Path, name: &str, value: &[u8]) -> io::Result<()> {
+    let path = c_path(path)?;
+    let name = std::ffi::CString::new(name)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "xattr name contains NUL"))?;
+    // SAFETY: both strings are NUL-terminated and `value` is readable for its length; all
+    // outlive the call.
+    let rc = unsafe {
+        libc::lsetxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 #[cfg(test)]
