@@ -182,12 +182,17 @@ impl Applier {
                 .map_err(Error::from);
         }
 
-        let mode = header.mode()? & 0o7777;
-        let uid = pax.uid.map_or_else(|| header.uid(), Ok)?;
-        let gid = pax.gid.map_or_else(|| header.gid(), Ok)?;
-        let mtime = pax
-            .mtime
-            .unwrap_or((i64::try_from(header.mtime()?).unwrap_or(i64::MAX), 0));
+        let mode = numeric(&header.as_old().mode, header.mode())? as u32 & 0o7777;
+        let uid = pax
+            .uid
+            .map_or_else(|| numeric(&header.as_old().uid, header.uid()), Ok)?;
+        let gid = pax
+            .gid
+            .map_or_else(|| numeric(&header.as_old().gid, header.gid()), Ok)?;
+        let mtime = pax.mtime.unwrap_or((
+            i64::try_from(numeric(&header.as_old().mtime, header.mtime())?).unwrap_or(i64::MAX),
+            0,
+        ));
         let atime = pax.atime.filter(|atime| *atime > mtime).unwrap_or(mtime);
 
         if let Ok(existing) = fs::symlink_metadata(&path) {
@@ -422,6 +427,15 @@ pub(super) fn remove_all(path: &Path) -> io::Result<()> {
         Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(err) => Err(err),
     }
+}
+
+/// A numeric header field, where an empty one (all NULs or spaces) reads as 0 as Go's
+/// archive/tar reads it; other unparsable values stay errors.
+fn numeric<T: Into<u64>>(raw: &[u8], parsed: io::Result<T>) -> io::Result<u64> {
+    if raw.iter().all(|&b| b == 0 || b == b' ') {
+        return Ok(0);
+    }
+    parsed.map(Into::into)
 }
 
 #[cfg(test)]

@@ -2,7 +2,8 @@
 
 use super::Registration;
 use crate::services::{
-    content, deprecations, events, health, introspection, leases, namespaces, snapshots, version,
+    content, deprecations, diff, events, health, introspection, leases, namespaces, snapshots,
+    version, walking,
 };
 
 /// Every built-in registration. Order matters: it is the tie-breaker of the init order.
@@ -14,6 +15,8 @@ pub fn registrations() -> Vec<Registration> {
     list.extend(namespaces::registrations());
     list.push(crate::gc::registration());
     list.extend(leases::registrations());
+    list.push(walking::registration());
+    list.extend(diff::registrations());
     list.extend(introspection::registrations());
     list.push(version::registration());
     list.push(health::registration());

@@ -160,16 +160,19 @@ pub struct DiffService {
 }
 
 impl DiffService {
+    /// The first differ's answer that is not NotImplemented, else the last one's error.
     fn first<T>(&self, f: impl Fn(&dyn Differ) -> Result<T, Error>) -> Result<T, Error> {
+        let mut last = Error::unimplemented("no differ is configured");
         for (id, differ) in &self.differs {
             match f(differ.as_ref()) {
                 Err(err) if err.class() == Class::NotImplemented => {
                     log::debug!("differ {id} passed: {err}");
+                    last = err;
                 }
                 other => return other,
             }
         }
-        Err(Error::unimplemented("no differ could handle the request"))
+        Err(last)
     }
 }
 

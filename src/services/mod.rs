@@ -14,3 +14,4 @@ pub mod leases;
 pub mod namespaces;
 pub mod snapshots;
 pub mod version;
+pub mod walking;

@@ -1,0 +1,229 @@
+//! `io.containerd.differ.v1.walking`: applies layers by unpacking them into the mounted
+//! directory and computes layers by walking two directory trees, reading and writing blobs
+//! through the namespaced content store.
+//!
+//! Only bind mounts are handled (what the native snapshotter returns): their source is the
+//! directory itself, so nothing has to be mounted. Other mount types are Unimplemented, so
+//! the diff service can try the next differ.
+//!
+//! Apply turns the layer into a plain tar first: configured stream processors run for the
+//! media types they accept (each may hand over to another), gzip is decompressed, and a
+//! media type nothing accepts fails the call.
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::api::mount::Mount as ApiMount;
+use crate::api::types::Descriptor;
+use crate::api::Any;
+use crate::content::{Digest, ReadAt};
+use crate::diff::compression::{self, Compression, MEDIA_TYPE_LAYER, MEDIA_TYPE_LAYER_GZIP};
+use crate::diff::processor::{self, Processors};
+use crate::diff::walk::DiffOptions;
+use crate::errdefs::{Class, Error};
+use crate::metadata::{ContentWriter, Metadata};
+use crate::plugin::{types, Instance, Registration};
+use crate::services::content::single;
+use crate::services::diff::{CompareOptions, Differ, DifferHandle};
+
+/// The label naming the uncompressed digest of a compressed layer.
+pub const LABEL_UNCOMPRESSED: &str = "containerd.io/uncompressed";
+
+/// See the module documentation.
+pub struct Walking {
+    meta: Arc<Metadata>,
+    processors: Processors,
+}
+
+/// The directory a single bind mount makes visible.
+fn bind_root(mounts: &[ApiMount]) -> Result<PathBuf, Error> {
+    match mounts {
+        [m] if m.type_ == "bind" || m.options.iter().any(|o| o == "bind" || o == "rbind") => {
+            Ok(PathBuf::from(&m.source))
+        }
+        [m] => Err(Error::unimplemented(format!(
+            "the walking differ handles bind mounts only, not {:?}",
+            m.type_
+        ))),
+        _ => Err(Error::unimplemented(format!(
+            "the walking differ handles one bind mount, got {}",
+            mounts.len()
+        ))),
+    }
+}
+
+/// A blob in the content store read front to back.
+struct BlobStream {
+    blob: Box<dyn ReadAt>,
+    offset: u64,
+    size: u64,
+}
+
+impl Read for BlobStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.offset >= self.size {
+            return Ok(0);
+        }
+        let want = buf.len().min((self.size - self.offset) as usize);
+        let n = self
+            .blob
+            .read_at(&mut buf[..want], self.offset)
+            .map_err(|err| io::Error::other(err.to_string()))?;
+        self.offset += n as u64;
+        Ok(n)
+    }
+}
+
+/// Writes into an ingest.
+struct IngestSink<'a>(&'a mut ContentWriter);
+
+impl Write for IngestSink<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0
+            .write(buf)
+            .map_err(|err| io::Error::other(err.to_string()))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn io_error(what: &str) -> impl FnOnce(io::Error) -> Error + '_ {
+    move |err| Error::new(Class::Unknown, format!("{what}: {err}"))
+}
+
+/// A fresh ingest ref for a Diff that named none.
+fn unique_ref() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    let id = crate::services::leases::generate_id().unwrap_or_default();
+    format!("diff-{nanos}-{id}")
+}
+
+impl Differ for Walking {
+    fn apply(
+        &self,
+        ns: &str,
+        _lease: Option<&str>,
+        desc: &Descriptor,
+        mounts: &[ApiMount],
+        _payloads: &HashMap<String, Any>,
+        sync_fs: bool,
+    ) -> Result<Descriptor, Error> {
+        let root = bind_root(mounts)?;
+        let digest = Digest::parse(&desc.digest)?;
+        let (blob, size) = self.meta.reader(ns, &digest)?;
+        let blob: Box<dyn Read + Send> = Box::new(BlobStream {
+            blob,
+            offset: 0,
+            size: size.max(0) as u64,
+        });
+        let tar = processor::uncompressed_layer(&self.processors, &desc.media_type, blob)?;
+        // apply_layer reads to the end, so a failing processor's error surfaces here.
+        let stats = crate::diff::apply_layer(tar, &root)?;
+        if sync_fs {
+            crate::sys::syncfs(&root).map_err(io_error("sync filesystem"))?;
+        }
+        Ok(Descriptor {
+            media_type: MEDIA_TYPE_LAYER.to_string(),
+            digest: stats.digest.to_string(),
+            size: stats.size as i64,
+            ..Default::default()
+        })
+    }
+
+    fn compare(
+        &self,
+        ns: &str,
+        lease: Option<&str>,
+        lower: &[ApiMount],
+        upper: &[ApiMount],
+        opts: &CompareOptions,
+    ) -> Result<Descriptor, Error> {
+        let lower = bind_root(lower)?;
+        let upper = bind_root(upper)?;
+        let media_type = if opts.media_type.is_empty() {
+            MEDIA_TYPE_LAYER_GZIP.to_string()
+        } else {
+            opts.media_type.clone()
+        };
+        // Refuses zstd and unknown media types as NotImplemented, before anything is written.
+        let compression = compression::diff_compression(&media_type)?;
+        let fresh = opts.reference.is_empty();
+        let reference = if fresh {
+            unique_ref()
+        } else {
+            opts.reference.clone()
+        };
+        let mut writer = self
+            .meta
+            .writer(ns, &reference, 0, None, lease.map(str::to_string))
+            .map_err(|err| err.context("failed to open writer"))?;
+        if !fresh && writer.offset() > 0 {
+            writer.truncate(0)?;
+        }
+        let mut labels: std::collections::BTreeMap<String, String> =
+            opts.labels.clone().into_iter().collect();
+        let written = (|| {
+            let sink = io::BufWriter::with_capacity(1 << 20, IngestSink(&mut writer));
+            let mut out = compression::DiffWriter::new(compression, sink)?;
+            let options = DiffOptions {
+                mtime_upper_bound: opts.source_date_epoch.as_ref().map(|t| t.seconds),
+            };
+            crate::diff::walk::write_diff_with(&lower, &upper, &mut out, &options)
+                .map_err(|err| err.context("failed to write diff"))?;
+            let (mut sink, uncompressed) =
+                out.finish().map_err(io_error("failed to write diff"))?;
+            sink.flush().map_err(io_error("failed to write diff"))?;
+            if compression != Compression::Uncompressed {
+                labels.insert(LABEL_UNCOMPRESSED.into(), uncompressed.to_string());
+            }
+            Ok::<(), Error>(())
+        })();
+        if let Err(err) = written {
+            drop(writer);
+            if fresh {
+                if let Err(abort) = self.meta.abort(ns, &reference) {
+                    log::warn!("failed to delete diff upload {reference:?}: {abort}");
+                }
+            }
+            return Err(err);
+        }
+        let digest = writer.digest();
+        match writer.commit(0, Some(digest.clone()), labels) {
+            Ok(_) => {}
+            Err(err) if err.class() == Class::AlreadyExists => {}
+            Err(err) => return Err(err.context("failed to commit")),
+        }
+        let info = self
+            .meta
+            .info(ns, &digest)
+            .map_err(|err| err.context("failed to get info from content store"))?;
+        Ok(Descriptor {
+            media_type,
+            digest: info.digest,
+            size: info.size,
+            ..Default::default()
+        })
+    }
+}
+
+/// `io.containerd.differ.v1.walking`.
+pub fn registration() -> Registration {
+    Registration::new(types::DIFF, "walking", |ic| {
+        let meta = single::<Metadata>(ic, types::METADATA)?;
+        let processors = Processors::new(&ic.daemon.stream_processors);
+        ic.meta.platforms.push(crate::proxy::host_platform());
+        Ok(Instance::new(Arc::new(DifferHandle(Arc::new(Walking {
+            meta,
+            processors,
+        })))))
+    })
+    .requires(&[types::METADATA])
+}
