@@ -1,13 +1,22 @@
 //! `ctrd-loadgen`: the benchmark's native client, so the client is never the bottleneck.
 //!
 //! ```text
-//! ctrd-loadgen version  SOCKET CLIENTS SECONDS   # Version calls/s, p50/p99 (µs), one JSON line
-//! ctrd-loadgen coldstart SOCKET -- CMD ARGS...   # exec CMD, ms until the first answered Version
-//! ctrd-loadgen rtt      ROUNDS                   # unix-socket round trip (µs), the floor for a call
+//! ctrd-loadgen version   SOCKET CLIENTS SECONDS        # Version calls/s, p50/p99 (µs)
+//! ctrd-loadgen coldstart SOCKET -- CMD ARGS...         # exec CMD, ms until the first answered Version
+//! ctrd-loadgen ingest    SOCKET MIB PARALLEL REF [--pid PID]
+//!                        # PARALLEL Content/Write ingests of fresh random MIB MiB blobs (refs
+//!                        # REF-0..), MiB/s over all, digests; with PID the daemon's peak RSS
+//! ctrd-loadgen read      SOCKET DIGEST                 # Content/Read of a whole blob, MiB/s
+//! ctrd-loadgen rtt       ROUNDS                        # unix-socket round trip (µs), the floor for a call
+//! ctrd-loadgen sha256    MIB                           # single-core sha256 MiB/s, the ceiling for an ingest
 //! ```
+//!
+//! Each prints one JSON line on stdout; a failed measurement prints `ctrd-loadgen: <reason>`
+//! on stderr and exits 1, so the benchmark never reports a figure it did not measure.
 
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
+mod content;
+mod limits;
+
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,7 +27,8 @@ use grpcio::{ChannelBuilder, EnvBuilder};
 
 fn usage() -> ! {
     eprintln!(
-        "usage: ctrd-loadgen version SOCKET CLIENTS SECONDS | coldstart SOCKET -- CMD ARGS... | rtt ROUNDS"
+        "usage: ctrd-loadgen version SOCKET CLIENTS SECONDS | coldstart SOCKET -- CMD ARGS... \
+         | ingest SOCKET MIB PARALLEL REF [--pid PID] | read SOCKET DIGEST | rtt ROUNDS | sha256 MIB"
     );
     std::process::exit(2)
 }
@@ -111,29 +121,18 @@ fn coldstart(socket: &str, cmd: &[String]) {
     println!("{{\"pid\": {}, \"ready_ms\": {ms:.1}}}", child.id());
 }
 
-fn rtt(rounds: usize) {
-    let (mut a, mut b) = UnixStream::pair().expect("socketpair");
-    let echo = std::thread::spawn(move || {
-        let mut buf = [0u8; 64];
-        while let Ok(n) = b.read(&mut buf) {
-            if n == 0 || b.write_all(&buf[..n]).is_err() {
-                break;
-            }
+/// Exits 1 with the error and its causes when a measurement failed.
+fn measured(result: Result<(), content::ContentError>) {
+    if let Err(err) = result {
+        let mut message = format!("ctrd-loadgen: {err}");
+        let mut source = std::error::Error::source(&err);
+        while let Some(cause) = source {
+            message.push_str(&format!(": {cause}"));
+            source = cause.source();
         }
-    });
-    let mut buf = [0u8; 64];
-    let start = Instant::now();
-    for _ in 0..rounds {
-        a.write_all(&[1u8; 64]).expect("write");
-        a.read_exact(&mut buf).expect("read");
+        eprintln!("{message}");
+        std::process::exit(1);
     }
-    let us = start.elapsed().as_secs_f64() * 1e6 / rounds as f64;
-    drop(a);
-    let _ = echo.join();
-    println!(
-        "{{\"rtt_us\": {us:.2}, \"round_trips_per_s\": {:.0}}}",
-        1e6 / us
-    );
 }
 
 fn main() {
@@ -145,7 +144,19 @@ fn main() {
             version(&args[1], clients, seconds);
         }
         Some("coldstart") if args.len() >= 4 && args[2] == "--" => coldstart(&args[1], &args[3..]),
-        Some("rtt") if args.len() == 2 => rtt(args[1].parse().unwrap_or_else(|_| usage())),
+        Some("ingest") if args.len() == 5 || (args.len() == 7 && args[5] == "--pid") => {
+            let mib = args[2].parse().unwrap_or_else(|_| usage());
+            let parallel = args[3].parse().unwrap_or_else(|_| usage());
+            let pid = args
+                .get(6)
+                .map(|pid| pid.parse().unwrap_or_else(|_| usage()));
+            measured(content::ingest(&args[1], mib, parallel, &args[4], pid));
+        }
+        Some("read") if args.len() == 3 => measured(content::read(&args[1], &args[2])),
+        Some("rtt") if args.len() == 2 => limits::rtt(args[1].parse().unwrap_or_else(|_| usage())),
+        Some("sha256") if args.len() == 2 => {
+            limits::sha256(args[1].parse().unwrap_or_else(|_| usage()))
+        }
         _ => usage(),
     }
 }
