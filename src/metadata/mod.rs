@@ -35,6 +35,10 @@ pub use leases::Lease;
 pub use snapshots::{backend_namespace, SnapshotRecord};
 pub use store::{ContentWriter, Metadata, SharingPolicy, INGEST_EXPIRY};
 
+/// redb's page cache: metadata is small and read mostly through short transactions, so a
+/// small cache keeps the daemon's footprint down on small hosts.
+pub(crate) const CACHE_BYTES: usize = 2 << 20;
+
 /// The largest key plus value a label may have.
 pub const MAX_LABEL_SIZE: usize = 4096;
 
@@ -64,9 +68,14 @@ pub type MutationCallback = Box<dyn Fn(bool) + Send + Sync>;
 impl Db {
     /// Opens (creating if needed) the database file at `path`, usually `<root>/meta.redb`.
     pub fn open(path: &Path) -> Result<Db, Error> {
-        let db = Database::create(path)
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)
             .map_err(|e| Error::new(Class::Unknown, format!("open {}: {e}", path.display())))?;
-        let txn = db.begin_write().store()?;
+        let mut txn = db.begin_write().store()?;
+        // Creating empty tables needs no flush of its own: after a crash they are created
+        // again, and the first real change commits them durably.
+        txn.set_durability(redb::Durability::None);
         {
             txn.open_table(NAMESPACES).store()?;
             txn.open_table(CONTENT).store()?;

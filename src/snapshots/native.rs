@@ -15,6 +15,8 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+use std::sync::OnceLock;
+
 use parking_lot::Mutex;
 use redb::{Database, ReadableTable, TableDefinition};
 
@@ -83,7 +85,11 @@ fn io_err(what: impl std::fmt::Display) -> impl FnOnce(io::Error) -> Error {
 /// The native snapshotter; see the module documentation.
 pub struct Native {
     root: PathBuf,
-    db: Database,
+    /// Opened on first use: creating the file costs several milliseconds of start-up
+    /// that a daemon which never touches snapshots should not pay.
+    db: OnceLock<Database>,
+    /// Serialises the first open.
+    opening: Mutex<()>,
     /// Serialises directory work with the records that describe it.
     lock: Mutex<()>,
 }
@@ -93,11 +99,6 @@ impl Native {
     pub fn open(root: &Path) -> Result<Native, Error> {
         let dir = root.join("snapshots");
         fs::create_dir_all(&dir).map_err(io_err(format!("create {}", dir.display())))?;
-        let db = Database::create(root.join("metadata.redb")).map_err(store_err)?;
-        let txn = db.begin_write().map_err(store_err)?;
-        txn.open_table(SNAPSHOTS).map_err(store_err)?;
-        txn.open_table(COUNTERS).map_err(store_err)?;
-        txn.commit().map_err(store_err)?;
         for entry in fs::read_dir(&dir).map_err(io_err("read snapshots"))? {
             let entry = entry.map_err(io_err("read snapshots"))?;
             let name = entry.file_name().to_string_lossy().into_owned();
@@ -108,9 +109,32 @@ impl Native {
         }
         Ok(Native {
             root: root.to_path_buf(),
-            db,
+            db: OnceLock::new(),
+            opening: Mutex::new(()),
             lock: Mutex::new(()),
         })
+    }
+
+    /// The records' database, opened (and created) on first use.
+    fn db(&self) -> Result<&Database, Error> {
+        if let Some(db) = self.db.get() {
+            return Ok(db);
+        }
+        let _opening = self.opening.lock();
+        if let Some(db) = self.db.get() {
+            return Ok(db);
+        }
+        let db = redb::Builder::new()
+            .set_cache_size(crate::metadata::CACHE_BYTES)
+            .create(self.root.join("metadata.redb"))
+            .map_err(store_err)?;
+        let mut txn = db.begin_write().map_err(store_err)?;
+        // Empty tables are created again after a crash; no flush needed for them alone.
+        txn.set_durability(redb::Durability::None);
+        txn.open_table(SNAPSHOTS).map_err(store_err)?;
+        txn.open_table(COUNTERS).map_err(store_err)?;
+        txn.commit().map_err(store_err)?;
+        Ok(self.db.get_or_init(|| db))
     }
 
     /// The plugin root (exported as `root`).
@@ -123,7 +147,7 @@ impl Native {
     }
 
     fn get(&self, key: &str) -> Result<Option<Record>, Error> {
-        let txn = self.db.begin_read().map_err(store_err)?;
+        let txn = self.db()?.begin_read().map_err(store_err)?;
         let table = txn.open_table(SNAPSHOTS).map_err(store_err)?;
         let value = table.get(key).map_err(store_err)?;
         value.map(|v| Record::decode(v.value())).transpose()
@@ -182,7 +206,7 @@ impl Native {
             }
             Some(rec)
         };
-        let txn = self.db.begin_write().map_err(store_err)?;
+        let txn = self.db()?.begin_write().map_err(store_err)?;
         let id = {
             let mut counters = txn.open_table(COUNTERS).map_err(store_err)?;
             let next = counters
@@ -271,7 +295,7 @@ impl Snapshotter for Native {
         }
         rec.labels.retain(|_, v| !v.is_empty());
         rec.updated = SystemTime::now();
-        let txn = self.db.begin_write().map_err(store_err)?;
+        let txn = self.db()?.begin_write().map_err(store_err)?;
         {
             let mut table = txn.open_table(SNAPSHOTS).map_err(store_err)?;
             table
@@ -349,7 +373,7 @@ impl Snapshotter for Native {
         rec.created = now;
         rec.updated = now;
         rec.labels = labels.clone();
-        let txn = self.db.begin_write().map_err(store_err)?;
+        let txn = self.db()?.begin_write().map_err(store_err)?;
         {
             let mut table = txn.open_table(SNAPSHOTS).map_err(store_err)?;
             table.remove(key).map_err(store_err)?;
@@ -367,7 +391,7 @@ impl Snapshotter for Native {
         let rec = self
             .get(key)?
             .ok_or_else(|| Error::wrapped(Class::NotFound, format!("snapshot {key}")))?;
-        let txn = self.db.begin_write().map_err(store_err)?;
+        let txn = self.db()?.begin_write().map_err(store_err)?;
         {
             let mut table = txn.open_table(SNAPSHOTS).map_err(store_err)?;
             for row in table.iter().map_err(store_err)? {
@@ -403,7 +427,7 @@ impl Snapshotter for Native {
     }
 
     fn list(&self) -> Result<Vec<Info>, Error> {
-        let txn = self.db.begin_read().map_err(store_err)?;
+        let txn = self.db()?.begin_read().map_err(store_err)?;
         let table = txn.open_table(SNAPSHOTS).map_err(store_err)?;
         let mut out = Vec::new();
         for row in table.iter().map_err(store_err)? {
