@@ -8,7 +8,7 @@
 //! A streaming handler learns that its client left from a failed [`StreamSender::send`],
 //! from [`StreamSender::is_closed`], or while waiting, from [`StreamSender::closed_signal`].
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -384,15 +384,107 @@ fn log_failure(call: &Call, err: &Error) {
 }
 
 fn spawn_stream(call: &Call, body: impl FnOnce() + Send + 'static) {
-    let spawned = std::thread::Builder::new()
-        .name("ctrd-stream".into())
-        .spawn(body);
-    if let Err(err) = spawned {
+    if let Err(err) = STREAM_WORKERS.run(Box::new(body)) {
         log::error!(
             "/{}/{}: cannot start a stream thread: {err}",
             call.service,
             call.method
         );
+    }
+}
+
+type Job = Box<dyn FnOnce() + Send + 'static>;
+
+/// How long an idle stream thread waits for another call before it exits.
+const WORKER_KEEP_ALIVE: Duration = Duration::from_secs(30);
+
+/// At most this many idle stream threads are kept.
+const MAX_IDLE_WORKERS: usize = 4;
+
+/// Threads for streaming calls. Every call gets a thread at once (a stream such as an
+/// events subscription may last for the daemon's life, so no call ever waits for another);
+/// threads that finish wait a while for the next call instead of exiting, so short streams
+/// (`ctr content get` issues one Read per 32 KiB) do not pay for a thread each.
+struct WorkerPool {
+    tx: crossbeam_channel::Sender<Job>,
+    rx: crossbeam_channel::Receiver<Job>,
+    /// Workers waiting for a job and not yet promised one.
+    idle: AtomicUsize,
+}
+
+static STREAM_WORKERS: std::sync::LazyLock<Arc<WorkerPool>> = std::sync::LazyLock::new(|| {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    Arc::new(WorkerPool {
+        tx,
+        rx,
+        idle: AtomicUsize::new(0),
+    })
+});
+
+impl WorkerPool {
+    fn run(self: &Arc<Self>, job: Job) -> std::io::Result<()> {
+        loop {
+            let idle = self.idle.load(Ordering::Acquire);
+            if idle == 0 {
+                let pool = self.clone();
+                return std::thread::Builder::new()
+                    .name("ctrd-stream".into())
+                    .spawn(move || pool.work(job))
+                    .map(drop);
+            }
+            // Promise the job to one idle worker; the channel hands it to any of them.
+            if self
+                .idle
+                .compare_exchange(idle, idle - 1, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                self.tx.send(job).expect("the pool holds its own receiver");
+                return Ok(());
+            }
+        }
+    }
+
+    fn work(&self, first: Job) {
+        let mut job = first;
+        loop {
+            job();
+            if self.idle.fetch_add(1, Ordering::AcqRel) >= MAX_IDLE_WORKERS {
+                if self.retire() {
+                    return;
+                }
+            } else {
+                match self.rx.recv_timeout(WORKER_KEEP_ALIVE) {
+                    Ok(next) => {
+                        job = next;
+                        continue;
+                    }
+                    Err(_) => {
+                        if self.retire() {
+                            return;
+                        }
+                    }
+                }
+            }
+            // A job was promised to this worker while it tried to leave: take it.
+            job = self.rx.recv().expect("the pool holds its own sender");
+        }
+    }
+
+    /// Withdraws this worker from the idle count; false when a job was promised to it.
+    fn retire(&self) -> bool {
+        loop {
+            let idle = self.idle.load(Ordering::Acquire);
+            if idle == 0 {
+                return false;
+            }
+            if self
+                .idle
+                .compare_exchange(idle, idle - 1, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                return true;
+            }
+        }
     }
 }
 
@@ -517,6 +609,44 @@ fn finish_stream<T>(call: &Call, out: StreamSender<T>, result: RpcResult<()>) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn stream_workers_are_reused_and_never_make_a_call_wait() {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let pool = Arc::new(WorkerPool {
+            tx,
+            rx,
+            idle: AtomicUsize::new(0),
+        });
+        // A call that lasts until told to stop does not hold up the next ones.
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
+        pool.run(Box::new(move || {
+            let _ = stop_rx.recv();
+        }))
+        .unwrap();
+        let (done_tx, done_rx) = crossbeam_channel::unbounded();
+        let mut threads = std::collections::HashSet::new();
+        for _ in 0..50 {
+            let done = done_tx.clone();
+            pool.run(Box::new(move || {
+                done.send(std::thread::current().id()).unwrap();
+            }))
+            .unwrap();
+            // One at a time, so a finished worker is there to take the next job.
+            threads.insert(
+                done_rx
+                    .recv_timeout(Duration::from_secs(10))
+                    .expect("short call ran while the long one holds its thread"),
+            );
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while pool.idle.load(Ordering::Acquire) == 0 {
+                assert!(Instant::now() < deadline, "worker never went idle");
+                std::thread::yield_now();
+            }
+        }
+        stop_tx.send(()).unwrap();
+        assert_eq!(threads.len(), 1, "sequential short calls share one thread");
+    }
+
     use super::*;
 
     #[test]
