@@ -347,6 +347,14 @@ fn service_glue(
     out
 }
 
+/// Rebuild when `path` changes. A path that does not exist is not watched: cargo would
+/// treat it as changed on every build (a fresh repository has no `packed-refs`).
+fn watch(path: &str) {
+    if std::path::Path::new(path).exists() {
+        println!("cargo:rerun-if-changed={path}");
+    }
+}
+
 fn revision() {
     if let Ok(rev) = std::env::var("CTRD_REVISION") {
         println!("cargo:rustc-env=CTRD_REVISION={rev}");
@@ -366,7 +374,7 @@ fn revision() {
             ] {
                 if let Ok(out) = std::process::Command::new("git").args(args).output() {
                     let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
-                    println!("cargo:rerun-if-changed={path}");
+                    watch(&path);
                 }
             }
             if let Ok(out) = std::process::Command::new("git")
@@ -380,7 +388,7 @@ fn revision() {
                         .output()
                     {
                         let path = String::from_utf8_lossy(&path.stdout).trim().to_string();
-                        println!("cargo:rerun-if-changed={path}");
+                        watch(&path);
                     }
                 }
             }
