@@ -140,9 +140,11 @@ impl ContentService {
                         writer.truncate(0)?;
                         resp.offset = 0;
                     }
-                    if !req.data.is_empty() {
-                        writer.write(&req.data)?;
-                        resp.offset += req.data.len() as i64;
+                    // Taken out so the chunk is freed before the next message is received.
+                    let data = std::mem::take(&mut req.data);
+                    if !data.is_empty() {
+                        writer.write(&data)?;
+                        resp.offset += data.len() as i64;
                     }
                     if action == WriteAction::COMMIT {
                         let labels: BTreeMap<String, String> =
