@@ -37,7 +37,7 @@ pub use store::{ContentWriter, Metadata, SharingPolicy, INGEST_EXPIRY};
 
 /// redb's page cache: metadata is small and read mostly through short transactions, so a
 /// small cache keeps the daemon's footprint down on small hosts.
-pub(crate) const CACHE_BYTES: usize = 2 << 20;
+pub(crate) const CACHE_BYTES: usize = 512 << 10;
 
 /// The largest key plus value a label may have.
 pub const MAX_LABEL_SIZE: usize = 4096;

@@ -14,6 +14,9 @@ use grpcio::{ChannelBuilder, EnvBuilder, ServerBuilder, ServerCredentials};
 /// window updates cost little.
 const STREAM_WINDOW: i32 = 256 << 10;
 
+/// The largest single read gRPC makes from a connection's socket.
+const MAX_READ_CHUNK: i32 = 256 << 10;
+
 use super::listener::{Interrupt, Serving};
 use super::{socket, ServerError};
 
@@ -68,6 +71,13 @@ pub fn start(
         // window to many MiB, all of which a fast client may fill with buffered messages.
         .http2_bdp_probe(false)
         .stream_initial_window_size(STREAM_WINDOW)
+        // gRPC grows a connection's socket reads up to 4 MiB a chunk by default; content
+        // streams would keep such buffers per connection.
+        .raw_cfg_int(
+            std::ffi::CString::new("grpc.experimental.tcp_max_read_chunk_size")
+                .expect("no NUL in a constant"),
+            MAX_READ_CHUNK,
+        )
         .build_args();
     let mut builder = ServerBuilder::new(env).channel_args(args);
     for service in services {
