@@ -100,7 +100,8 @@ fn proxied_daemon(peer: &Containerd) -> Daemon {
                  disabled_plugins = [\"io.containerd.snapshotter.v1.native\", \"io.containerd.content.v1.content\"]\n\
                  [proxy_plugins.native]\ntype = \"snapshot\"\naddress = \"{sock}\"\n\
                  [proxy_plugins.remote]\ntype = \"io.containerd.content.v1\"\naddress = \"{sock}\"\nplatform = \"linux/arm64/v8\"\n\
-                 [proxy_plugins.odd]\ntype = \"sandbox\"\naddress = \"{sock}\"\n",
+                 [proxy_plugins.odd]\ntype = \"sandbox\"\naddress = \"{sock}\"\n\
+                 [proxy_plugins.remote-diff]\ntype = \"diff\"\naddress = \"{sock}\"\n",
                 sock = peer.socket()
             )),
             ..Default::default()
@@ -117,6 +118,11 @@ fn proxied_content_and_snapshots_live_in_the_external_daemon() {
         ls.contains("remote") && ls.contains("linux/arm64/v8"),
         "{ls}"
     );
+    let differ = ls
+        .lines()
+        .find(|l| l.contains("io.containerd.differ.v1") && l.contains("remote-diff"))
+        .unwrap_or_else(|| panic!("no proxy differ: {ls}"));
+    assert!(differ.trim_end().ends_with("ok"), "{differ}");
     let detail = daemon.ctr_ok(&["plugins", "ls", "-d", "id==remote"]);
     assert!(
         detail.contains(&format!("address      {}", peer.socket())),
