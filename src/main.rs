@@ -1,7 +1,7 @@
 //! `ctrd`: parse the command line, run, print the error chain once, exit 1 on failure.
 
 fn main() {
-    ctrd::sys::tune_allocator(128 * 1024, 2);
+    ctrd::sys::tune_allocator(128 * 1024, 1);
     let args: Vec<String> = std::env::args().skip(1).collect();
     if let Err(err) = ctrd::app::run(args) {
         eprintln!("ctrd: {err}");
