@@ -194,6 +194,13 @@ impl From<std::io::Error> for Error {
     }
 }
 
+/// A filter that does not parse is the request's fault: InvalidArgument, text unchanged.
+impl From<crate::filters::FilterError> for Error {
+    fn from(err: crate::filters::FilterError) -> Self {
+        Error::invalid_argument(err.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -70,7 +70,7 @@ impl Default for SchedulerConfig {
 pub fn registration() -> Registration {
     Registration::new(types::GC, "scheduler", |ic| {
         let config = ic.config::<SchedulerConfig>()?.clone();
-        let meta = crate::services::content::single::<Metadata>(ic, types::METADATA)?;
+        let meta = ic.single::<Metadata>(types::METADATA)?;
         let scheduler = Arc::new(Scheduler::start(meta.clone(), config)?);
         let feed = Arc::downgrade(&scheduler);
         meta.db.register_mutation_callback(move |dirty| {

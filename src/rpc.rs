@@ -25,6 +25,9 @@ pub type RpcResult<T> = Result<T, Error>;
 /// The gRPC metadata key carrying the namespace.
 pub const NAMESPACE_HEADER: &str = "containerd-namespace";
 
+/// The gRPC metadata key naming the lease a client works under.
+pub const LEASE_HEADER: &str = "containerd-lease";
+
 /// The ttrpc metadata key carrying the namespace.
 pub const TTRPC_NAMESPACE_HEADER: &str = "containerd-namespace-ttrpc";
 
@@ -150,6 +153,11 @@ impl Call {
         self.header(NAMESPACE_HEADER).filter(|ns| !ns.is_empty())
     }
 
+    /// The lease the client works under, if it named one.
+    pub fn lease(&self) -> Option<&str> {
+        self.header(LEASE_HEADER).filter(|l| !l.is_empty())
+    }
+
     /// The namespace, required and valid.
     pub fn namespace_required(&self) -> RpcResult<&str> {
         let ns = self
@@ -238,6 +246,21 @@ impl<T> StreamSender<T> {
                 Err(client_gone())
             }
         }
+    }
+
+    /// Sends `items` in messages of at most `size` each, built by `wrap` (containerd's
+    /// List calls stream their results in batches).
+    pub fn send_batches<I>(
+        &mut self,
+        items: impl IntoIterator<Item = I>,
+        size: usize,
+        wrap: impl Fn(Vec<I>) -> T,
+    ) -> RpcResult<()> {
+        let mut items = items.into_iter().peekable();
+        while items.peek().is_some() {
+            self.send(wrap(items.by_ref().take(size).collect()))?;
+        }
+        Ok(())
     }
 
     /// True once the client cancelled or went away (checked without blocking). Disarms a

@@ -4,7 +4,7 @@
 //! Subscribers are not namespace-scoped; each gets a bounded queue, and one that falls that
 //! far behind is dropped (its stream ends) rather than growing the daemon's memory.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use parking_lot::Mutex;
@@ -62,14 +62,7 @@ pub fn validate_topic(topic: &str) -> Result<(), Error> {
 
 /// Now as a protobuf timestamp.
 pub fn now() -> Timestamp {
-    let since = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    Timestamp {
-        seconds: since.as_secs() as i64,
-        nanos: since.subsec_nanos() as i32,
-        ..Default::default()
-    }
+    crate::api::timestamp(SystemTime::now())
 }
 
 /// Wraps an event message as containerd does: the type URL is the bare proto name.
@@ -102,6 +95,15 @@ impl Exchange {
         Ok(())
     }
 
+    /// Publishes `event` as [`Exchange::publish`] does, for the daemon's own events: the
+    /// change they report has happened, so a failure to publish is logged, not returned.
+    pub fn publish_event<M: protobuf::MessageFull>(&self, namespace: &str, topic: &str, event: &M) {
+        let result = any_of(event).and_then(|any| self.publish(namespace, topic, any));
+        if let Err(err) = result {
+            log::warn!("failed to publish {topic} for namespace {namespace}: {err}");
+        }
+    }
+
     /// Passes on an envelope that was stamped elsewhere, after checking it.
     pub fn forward(&self, envelope: Envelope) -> Result<(), Error> {
         identifiers::validate(&envelope.namespace)
@@ -124,8 +126,7 @@ impl Exchange {
     /// A new subscription to envelopes matching `filters` (fields `namespace`, `topic` and
     /// `event.<field>` of the payload; see [`payload`]).
     pub fn subscribe(&self, filters: &[String]) -> Result<Subscription, Error> {
-        let filter =
-            Filter::parse_all(filters).map_err(|err| Error::invalid_argument(err.to_string()))?;
+        let filter = Filter::parse_all(filters)?;
         let (tx, rx) = crossbeam_channel::bounded(QUEUE);
         self.subscribers.lock().push(Subscriber { filter, tx });
         Ok(Subscription { events: rx })

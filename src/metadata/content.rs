@@ -8,7 +8,10 @@ use redb::ReadableTable;
 
 use super::codec::{Decoder, Encoder};
 use super::leases::lease_exists;
-use super::{ensure_namespace, validate_labels, Db, StoreResult, CONTENT, LEASES, LEASE_RESOURCES};
+use super::{
+    ensure_namespace, update_labels, validate_labels, Db, StoreResult, CONTENT, LEASES,
+    LEASE_RESOURCES,
+};
 use crate::errdefs::{Class, Error};
 use crate::identifiers::go_quote;
 
@@ -56,12 +59,13 @@ impl Db {
     }
 
     /// Like [`Db::add_content`], and in the same transaction, when `lease` names
-    /// (lease id, ingest ref): the lease holds the content instead of the ingest.
+    /// (lease id, ingest ref): the lease holds the content, instead of the ingest when one
+    /// is named.
     pub fn add_content_leased(
         &self,
         ns: &str,
         rec: &ContentRecord,
-        lease: Option<(&str, &str)>,
+        lease: Option<(&str, Option<&str>)>,
     ) -> Result<(), Error> {
         validate_labels(&rec.labels)?;
         let txn = self.db.begin_write().store()?;
@@ -82,7 +86,9 @@ impl Db {
                 resources
                     .insert((ns, id, "content", rec.digest.as_str()), ())
                     .store()?;
-                resources.remove((ns, id, "ingests", ref_)).store()?;
+                if let Some(ref_) = ref_ {
+                    resources.remove((ns, id, "ingests", ref_)).store()?;
+                }
             }
         }
         self.commit(txn, false)
@@ -129,34 +135,16 @@ impl Db {
                 Some(value) => ContentRecord::decode(digest, value.value())?,
                 None => return Err(not_found(digest)),
             };
-            if paths.is_empty() {
-                rec.labels = labels;
-            } else {
-                for path in paths {
-                    if path == "labels" {
-                        rec.labels = labels.clone();
-                    } else if let Some(key) = path.strip_prefix("labels.") {
-                        match labels.get(key) {
-                            Some(v) if !v.is_empty() => {
-                                rec.labels.insert(key.to_string(), v.clone());
-                            }
-                            _ => {
-                                rec.labels.remove(key);
-                            }
-                        }
-                    } else {
-                        return Err(Error::wrapped(
-                            Class::InvalidArgument,
-                            format!(
-                                "cannot update {} field on content info {}",
-                                go_quote(path),
-                                go_quote(digest)
-                            ),
-                        ));
-                    }
-                }
-            }
-            rec.labels.retain(|_, v| !v.is_empty());
+            update_labels(&mut rec.labels, &labels, paths).map_err(|path| {
+                Error::wrapped(
+                    Class::InvalidArgument,
+                    format!(
+                        "cannot update {} field on content info {}",
+                        go_quote(path),
+                        go_quote(digest)
+                    ),
+                )
+            })?;
             validate_labels(&rec.labels)?;
             rec.updated_at = SystemTime::now();
             table

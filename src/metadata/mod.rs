@@ -133,6 +133,38 @@ pub fn validate_label(key: &str, value: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// Applies the labels of an Update request to `current` by its field paths, as containerd's
+/// stores do: no paths or `labels` replace them all, `labels.<k>` sets one key (removing it
+/// when the request has no value or an empty one). Empty values are never kept. A path
+/// that is not about labels is returned as the error, for the caller to name.
+pub(crate) fn update_labels<'p>(
+    current: &mut BTreeMap<String, String>,
+    requested: &BTreeMap<String, String>,
+    paths: &'p [String],
+) -> Result<(), &'p str> {
+    if paths.is_empty() {
+        current.clone_from(requested);
+    }
+    for path in paths {
+        if path == "labels" {
+            current.clone_from(requested);
+        } else if let Some(key) = path.strip_prefix("labels.") {
+            match requested.get(key) {
+                Some(v) if !v.is_empty() => {
+                    current.insert(key.to_string(), v.clone());
+                }
+                _ => {
+                    current.remove(key);
+                }
+            }
+        } else {
+            return Err(path);
+        }
+    }
+    current.retain(|_, v| !v.is_empty());
+    Ok(())
+}
+
 fn validate_labels(labels: &BTreeMap<String, String>) -> Result<(), Error> {
     labels.iter().try_for_each(|(k, v)| validate_label(k, v))
 }

@@ -21,7 +21,7 @@ use redb::{ReadableTable, WriteTransaction};
 use super::codec::{Decoder, Encoder};
 use super::leases::lease_exists;
 use super::{
-    ensure_namespace, validate_labels, Db, Metadata, StoreResult, COUNTERS, LEASES,
+    ensure_namespace, update_labels, validate_labels, Db, Metadata, StoreResult, COUNTERS, LEASES,
     LEASE_RESOURCES, SNAPSHOTS,
 };
 use crate::errdefs::{Class, Error};
@@ -363,29 +363,12 @@ impl Metadata {
         let txn = self.db.db.begin_write().store()?;
         let mut rec =
             get(&txn, sn, ns, &info.name)?.ok_or_else(|| does_not_exist("snapshot", &info.name))?;
-        if paths.is_empty() {
-            rec.labels = info.labels.clone();
-        }
-        for path in paths {
-            if path == "labels" {
-                rec.labels = info.labels.clone();
-            } else if let Some(k) = path.strip_prefix("labels.") {
-                match info.labels.get(k) {
-                    Some(v) if !v.is_empty() => {
-                        rec.labels.insert(k.to_string(), v.clone());
-                    }
-                    _ => {
-                        rec.labels.remove(k);
-                    }
-                }
-            } else {
-                return Err(Error::wrapped(
-                    Class::InvalidArgument,
-                    format!("cannot update {path:?} field on snapshot {:?}", info.name),
-                ));
-            }
-        }
-        rec.labels.retain(|_, v| !v.is_empty());
+        update_labels(&mut rec.labels, &info.labels, paths).map_err(|path| {
+            Error::wrapped(
+                Class::InvalidArgument,
+                format!("cannot update {path:?} field on snapshot {:?}", info.name),
+            )
+        })?;
         validate_labels(&rec.labels)?;
         rec.updated = SystemTime::now();
         txn.open_table(SNAPSHOTS)
@@ -405,8 +388,7 @@ impl Metadata {
     ) -> Result<Vec<Info>, Error> {
         crate::identifiers::validate(ns)?;
         self.snapshotter(sn)?;
-        let filter =
-            Filter::parse_all(filters).map_err(|err| Error::invalid_argument(err.to_string()))?;
+        let filter = Filter::parse_all(filters)?;
         let mut out = Vec::new();
         for (key, rec) in self.db.list_snapshots(sn, ns)? {
             let info = match self.info_of(sn, &key, &rec) {

@@ -61,7 +61,7 @@ fn check_namespace(ns: &str) -> Result<(), Error> {
 }
 
 fn parse_filters(filters: &[String]) -> Result<Filter, Error> {
-    Filter::parse_all(filters).map_err(|err| Error::invalid_argument(err.to_string()))
+    Ok(Filter::parse_all(filters)?)
 }
 
 impl Metadata {
@@ -225,7 +225,7 @@ impl Metadata {
         };
         match self
             .db
-            .add_content_leased(ns, &rec, lease.map(|id| (id, "")))
+            .add_content_leased(ns, &rec, lease.map(|id| (id, None)))
         {
             Ok(()) => Err(exists()),
             Err(err) if err.class() == Class::AlreadyExists => Err(exists()),
@@ -308,7 +308,10 @@ impl ContentWriter {
             updated_at: now,
             labels: labels.into_iter().filter(|(_, v)| !v.is_empty()).collect(),
         };
-        let lease = self.lease.as_deref().map(|id| (id, self.ref_.as_str()));
+        let lease = self
+            .lease
+            .as_deref()
+            .map(|id| (id, Some(self.ref_.as_str())));
         self.meta.db.add_content_leased(&self.ns, &rec, lease)?;
         Ok(rec)
     }

@@ -138,6 +138,16 @@ impl InitContext {
         )
     }
 
+    /// The value of the one loaded plugin of `type`, as `T` (containerd's `GetSingle`).
+    pub fn single<T: Any + Send + Sync>(&self, r#type: &str) -> Result<Arc<T>, Error> {
+        self.plugins
+            .get_single(r#type)?
+            .instance()
+            .map_err(Clone::clone)?
+            .get::<T>()
+            .ok_or_else(|| Error::internal(format!("{type} plugin has an unexpected type")))
+    }
+
     /// The plugins initialised so far (and, through the shared set, those that follow).
     pub fn plugins(&self) -> &Set {
         &self.plugins

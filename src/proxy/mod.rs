@@ -90,10 +90,18 @@ pub fn from_grpc(err: grpcio::Error) -> Error {
 
 /// Call options carrying the namespace header.
 pub fn with_namespace(ns: &str) -> grpcio::CallOption {
+    with_headers(ns, None)
+}
+
+/// Call options carrying the namespace header and, when given, the lease header.
+pub fn with_headers(ns: &str, lease: Option<&str>) -> grpcio::CallOption {
     let mut headers = grpcio::MetadataBuilder::new();
+    // Both are header-safe: a namespace is an identifier and a lease came in as a header.
     if !ns.is_empty() {
-        // Namespaces are identifiers, always valid header values.
-        let _ = headers.add_str("containerd-namespace", ns);
+        let _ = headers.add_str(crate::rpc::NAMESPACE_HEADER, ns);
+    }
+    if let Some(lease) = lease {
+        let _ = headers.add_str(crate::rpc::LEASE_HEADER, lease);
     }
     grpcio::CallOption::default().headers(headers.build())
 }

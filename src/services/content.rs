@@ -19,9 +19,9 @@ use crate::api::event_types::{ContentCreate, ContentDelete};
 use crate::api::{timestamp, Empty};
 use crate::content::{self, Digest};
 use crate::errdefs::{Class, Error};
-use crate::events::{any_of, Exchange};
+use crate::events::Exchange;
 use crate::metadata::{ContentRecord, ContentWriter, Metadata};
-use crate::plugin::{types, GrpcServices, InitContext, Instance, Registration};
+use crate::plugin::{types, GrpcServices, Instance, Registration};
 use crate::rpc::{Call, RpcResult, StreamReceiver, StreamSender};
 
 /// How a content plugin's value is stored, local or proxy alike.
@@ -32,9 +32,6 @@ pub const READ_CHUNK: usize = 1 << 20;
 
 /// How many infos one List message carries.
 const LIST_BATCH: usize = 100;
-
-/// The header naming the lease a client works under.
-pub const LEASE_HEADER: &str = "containerd-lease";
 
 /// The content service: the namespaced store plus the exchange its events go to.
 pub struct ContentService {
@@ -76,13 +73,6 @@ fn optional_digest(text: &str) -> RpcResult<Option<Digest>> {
 impl ContentService {
     pub fn new(meta: Arc<Metadata>, exchange: Arc<Exchange>) -> Self {
         ContentService { meta, exchange }
-    }
-
-    fn publish<M: protobuf::MessageFull>(&self, namespace: &str, topic: &str, event: &M) {
-        let result = any_of(event).and_then(|any| self.exchange.publish(namespace, topic, any));
-        if let Err(err) = result {
-            log::warn!("failed to publish {topic} for namespace {namespace}: {err}");
-        }
     }
 
     /// The Write state machine after the first message opened `writer`.
@@ -151,7 +141,7 @@ impl ContentService {
                             std::mem::take(&mut req.labels).into_iter().collect();
                         let rec = writer.commit(total, expected.clone(), labels)?;
                         resp.digest = rec.digest.clone();
-                        self.publish(
+                        self.exchange.publish_event(
                             ns,
                             "/content/create",
                             &ContentCreate {
@@ -211,22 +201,19 @@ impl Content for ContentService {
     ) -> RpcResult<()> {
         let ns = call.namespace_required()?;
         let records = self.meta.list(ns, &req.filters)?;
-        let mut infos: Vec<Info> = records.into_iter().map(info_of).collect();
-        while !infos.is_empty() {
-            let rest = infos.split_off(infos.len().min(LIST_BATCH));
-            out.send(ListContentResponse {
-                info: std::mem::replace(&mut infos, rest),
+        out.send_batches(records.into_iter().map(info_of), LIST_BATCH, |info| {
+            ListContentResponse {
+                info,
                 ..Default::default()
-            })?;
-        }
-        Ok(())
+            }
+        })
     }
 
     fn delete(&self, call: &Call, req: DeleteContentRequest) -> RpcResult<Empty> {
         let ns = call.namespace_required()?;
         let digest = Digest::parse(&req.digest)?;
         self.meta.delete(ns, &digest)?;
-        self.publish(
+        self.exchange.publish_event(
             ns,
             "/content/delete",
             &ContentDelete {
@@ -325,10 +312,7 @@ impl Content for ContentService {
             ));
         }
         let expected = optional_digest(&first.expected)?;
-        let lease = call
-            .header(LEASE_HEADER)
-            .filter(|l| !l.is_empty())
-            .map(str::to_string);
+        let lease = call.lease().map(str::to_string);
         let writer = self
             .meta
             .writer(&ns, &first.ref_, first.total, expected, lease)?;
@@ -351,19 +335,6 @@ impl GrpcServices for ContentService {
     }
 }
 
-/// The one plugin of `type` that loaded, as `T`.
-pub(crate) fn single<T: std::any::Any + Send + Sync>(
-    ic: &InitContext,
-    r#type: &str,
-) -> Result<Arc<T>, Error> {
-    ic.plugins()
-        .get_single(r#type)?
-        .instance()
-        .map_err(Clone::clone)?
-        .get::<T>()
-        .ok_or_else(|| Error::internal(format!("{type} plugin has an unexpected type")))
-}
-
 /// `io.containerd.content.v1.content`, `io.containerd.service.v1.content-service` and
 /// `io.containerd.grpc.v1.content`.
 pub fn registrations() -> Vec<Registration> {
@@ -377,8 +348,8 @@ pub fn registrations() -> Vec<Registration> {
             Ok(Instance::new(Arc::new(ContentHandle(Arc::new(store)))))
         }),
         Registration::new(types::SERVICE, "content-service", |ic| {
-            let meta = single::<Metadata>(ic, types::METADATA)?;
-            let exchange = single::<Exchange>(ic, types::EVENT)?;
+            let meta = ic.single::<Metadata>(types::METADATA)?;
+            let exchange = ic.single::<Exchange>(types::EVENT)?;
             Ok(Instance::new(Arc::new(ContentService::new(meta, exchange))))
         })
         .requires(&[types::EVENT, types::METADATA]),

@@ -17,7 +17,7 @@ use crate::api::types::Descriptor;
 use crate::api::{Any, Timestamp};
 use crate::errdefs::{Class, Error};
 use crate::plugin::{types, GrpcServices, Instance, Registration};
-use crate::proxy::{from_grpc, with_namespace};
+use crate::proxy::{from_grpc, with_headers};
 use crate::rpc::{Call, RpcResult};
 
 /// What Diff (compare) was asked for.
@@ -69,18 +69,6 @@ impl ProxyDiffer {
     }
 }
 
-/// The namespace header, and the lease header when the caller works under a lease.
-fn call_options(ns: &str, lease: Option<&str>) -> grpcio::CallOption {
-    let Some(lease) = lease else {
-        return with_namespace(ns);
-    };
-    let mut headers = grpcio::MetadataBuilder::new();
-    // Both are header-safe: a namespace is an identifier and the lease came in as a header.
-    let _ = headers.add_str("containerd-namespace", ns);
-    let _ = headers.add_str(crate::services::content::LEASE_HEADER, lease);
-    grpcio::CallOption::default().headers(headers.build())
-}
-
 impl Differ for ProxyDiffer {
     fn apply(
         &self,
@@ -101,7 +89,7 @@ impl Differ for ProxyDiffer {
                     sync_fs,
                     ..Default::default()
                 },
-                call_options(ns, lease),
+                with_headers(ns, lease),
             )
             .map_err(from_grpc)?;
         Ok(resp.applied.unwrap_or_default())
@@ -127,7 +115,7 @@ impl Differ for ProxyDiffer {
                     source_date_epoch: opts.source_date_epoch.clone().into(),
                     ..Default::default()
                 },
-                call_options(ns, lease),
+                with_headers(ns, lease),
             )
             .map_err(from_grpc)?;
         Ok(resp.diff.unwrap_or_default())
@@ -176,18 +164,13 @@ impl DiffService {
     }
 }
 
-fn lease(call: &Call) -> Option<&str> {
-    call.header(crate::services::content::LEASE_HEADER)
-        .filter(|l| !l.is_empty())
-}
-
 impl Diff for DiffService {
     fn apply(&self, call: &Call, req: ApplyRequest) -> RpcResult<ApplyResponse> {
         let ns = call.namespace_required()?;
         let desc = req.diff.clone().unwrap_or_default();
         let sync_fs = req.sync_fs || self.sync_fs;
         let applied =
-            self.first(|d| d.apply(ns, lease(call), &desc, &req.mounts, &req.payloads, sync_fs))?;
+            self.first(|d| d.apply(ns, call.lease(), &desc, &req.mounts, &req.payloads, sync_fs))?;
         Ok(ApplyResponse {
             applied: Some(applied).into(),
             ..Default::default()
@@ -202,7 +185,7 @@ impl Diff for DiffService {
             labels: req.labels.clone(),
             source_date_epoch: req.source_date_epoch.clone().into_option(),
         };
-        let diff = self.first(|d| d.compare(ns, lease(call), &req.left, &req.right, &opts))?;
+        let diff = self.first(|d| d.compare(ns, call.lease(), &req.left, &req.right, &opts))?;
         Ok(DiffResponse {
             diff: Some(diff).into(),
             ..Default::default()

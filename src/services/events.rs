@@ -97,13 +97,7 @@ pub fn registrations() -> Vec<Registration> {
             Ok(Instance::new(exchange).with_close(move || closing.close()))
         }),
         Registration::new(types::GRPC, "events", |ic| {
-            let exchange = ic
-                .plugins()
-                .get_single(types::EVENT)?
-                .instance()
-                .map_err(Clone::clone)?
-                .get::<Exchange>()
-                .ok_or_else(|| Error::internal("event plugin is not an exchange"))?;
+            let exchange = ic.single::<Exchange>(types::EVENT)?;
             let service = Arc::new(EventsService { exchange });
             Ok(Instance::new(service.clone())
                 .with_grpc(service.clone())

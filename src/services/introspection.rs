@@ -9,7 +9,6 @@ use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::UNIX_EPOCH;
 
 use crate::api::introspection::{
     create_introspection, DeprecationWarning, Introspection, Plugin as PluginMessage,
@@ -17,7 +16,7 @@ use crate::api::introspection::{
 };
 use crate::api::rpc_status::Status;
 use crate::api::types::Platform;
-use crate::api::{Empty, Timestamp};
+use crate::api::{timestamp, Empty};
 use crate::errdefs::Error;
 use crate::filters::Filter;
 use crate::plugin::{types, GrpcServices, Instance, Plugin, Registration, Set};
@@ -40,8 +39,7 @@ impl Introspector {
 
     /// Every plugin in init order matching the filters (fields `type` and `id`).
     pub fn plugins(&self, filters: &[String]) -> RpcResult<Vec<PluginMessage>> {
-        let filter =
-            Filter::parse_all(filters).map_err(|err| Error::invalid_argument(err.to_string()))?;
+        let filter = Filter::parse_all(filters)?;
         Ok(self
             .plugins
             .all()
@@ -153,15 +151,6 @@ impl Introspector {
         Err(Error::unimplemented(
             "extra plugin info not supported: not implemented",
         ))
-    }
-}
-
-fn timestamp(at: std::time::SystemTime) -> Timestamp {
-    let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
-    Timestamp {
-        seconds: since.as_secs() as i64,
-        nanos: since.subsec_nanos() as i32,
-        ..Default::default()
     }
 }
 

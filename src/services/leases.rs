@@ -19,7 +19,6 @@ use crate::gc::Scheduler;
 use crate::metadata::{self, Db, Metadata};
 use crate::plugin::{types, GrpcServices, Instance, Registration};
 use crate::rpc::{Call, RpcResult};
-use crate::services::content::single;
 
 /// The lease manager: leases of one namespace at a time, and synchronous collection.
 pub struct LeaseManager {
@@ -85,8 +84,7 @@ impl LeaseManager {
 
     /// The leases of `ns` matching `filters` (fields `id`, `labels.*`).
     pub fn list(&self, ns: &str, filters: &[String]) -> Result<Vec<metadata::Lease>, Error> {
-        let filter =
-            Filter::parse_all(filters).map_err(|err| Error::invalid_argument(err.to_string()))?;
+        let filter = Filter::parse_all(filters)?;
         let mut leases = self.db.list_leases(ns)?;
         leases.retain(|lease| {
             let labels = lease.labels.clone().into_iter().collect();
@@ -186,8 +184,8 @@ impl GrpcServices for LeasesService {
 pub fn registrations() -> Vec<Registration> {
     vec![
         Registration::new(types::LEASE, "manager", |ic| {
-            let meta = single::<Metadata>(ic, types::METADATA)?;
-            let gc = single::<Scheduler>(ic, types::GC)?;
+            let meta = ic.single::<Metadata>(types::METADATA)?;
+            let gc = ic.single::<Scheduler>(types::GC)?;
             Ok(Instance::new(Arc::new(LeaseManager::new(
                 meta.db.clone(),
                 gc,
@@ -195,7 +193,7 @@ pub fn registrations() -> Vec<Registration> {
         })
         .requires(&[types::METADATA, types::GC]),
         Registration::new(types::GRPC, "leases", |ic| {
-            let manager = single::<LeaseManager>(ic, types::LEASE)?;
+            let manager = ic.single::<LeaseManager>(types::LEASE)?;
             let service = Arc::new(LeasesService { manager });
             Ok(Instance::new(service.clone()).with_grpc(service))
         })

@@ -13,11 +13,11 @@ use crate::api::namespaces::{
 };
 use crate::api::Empty;
 use crate::errdefs::Error;
-use crate::events::{any_of, Exchange};
+use crate::events::Exchange;
 use crate::metadata::{Db, Metadata, SharingPolicy};
 use crate::plugin::{types, GrpcServices, Instance, Registration};
 use crate::rpc::{Call, RpcResult};
-use crate::services::content::{single, ContentHandle};
+use crate::services::content::ContentHandle;
 
 /// The namespaces service: the store plus the exchange its events go to.
 pub struct NamespacesService {
@@ -28,13 +28,6 @@ pub struct NamespacesService {
 impl NamespacesService {
     pub fn new(db: Arc<Db>, exchange: Arc<Exchange>) -> Self {
         NamespacesService { db, exchange }
-    }
-
-    fn publish<M: protobuf::MessageFull>(&self, namespace: &str, topic: &str, event: &M) {
-        let result = any_of(event).and_then(|any| self.exchange.publish(namespace, topic, any));
-        if let Err(err) = result {
-            log::warn!("failed to publish {topic} for namespace {namespace}: {err}");
-        }
     }
 
     fn namespace(&self, name: &str) -> RpcResult<Namespace> {
@@ -75,7 +68,7 @@ impl Namespaces for NamespacesService {
         let namespace = req.namespace.into_option().unwrap_or_default();
         let labels: BTreeMap<String, String> = namespace.labels.clone().into_iter().collect();
         self.db.create_namespace(&namespace.name, &labels)?;
-        self.publish(
+        self.exchange.publish_event(
             &namespace.name,
             "/namespaces/create",
             &NamespaceCreate {
@@ -116,7 +109,7 @@ impl Namespaces for NamespacesService {
             }
         }
         let current = self.namespace(&namespace.name)?;
-        self.publish(
+        self.exchange.publish_event(
             &namespace.name,
             "/namespaces/update",
             &NamespaceUpdate {
@@ -130,7 +123,7 @@ impl Namespaces for NamespacesService {
 
     fn delete(&self, _call: &Call, req: DeleteNamespaceRequest) -> RpcResult<Empty> {
         self.db.delete_namespace(&req.name)?;
-        self.publish(
+        self.exchange.publish_event(
             &req.name,
             "/namespaces/delete",
             &NamespaceDelete {
@@ -177,7 +170,7 @@ pub fn registrations() -> Vec<Registration> {
             std::fs::create_dir_all(&root)
                 .map_err(|err| Error::internal(format!("create {}: {err}", root.display())))?;
             let path = root.join("meta.redb");
-            let store = single::<ContentHandle>(ic, types::CONTENT)?.0.clone();
+            let store = ic.single::<ContentHandle>(types::CONTENT)?.0.clone();
             let policy = match ic.config::<BoltConfig>()?.content_sharing_policy.as_str() {
                 "shared" => SharingPolicy::Shared,
                 "isolated" => SharingPolicy::Isolated,
@@ -197,8 +190,8 @@ pub fn registrations() -> Vec<Registration> {
         .requires(&[types::CONTENT, types::EVENT, types::SNAPSHOT])
         .config::<BoltConfig>(),
         Registration::new(types::SERVICE, "namespaces-service", |ic| {
-            let db = single::<Metadata>(ic, types::METADATA)?.db.clone();
-            let exchange = single::<Exchange>(ic, types::EVENT)?;
+            let db = ic.single::<Metadata>(types::METADATA)?.db.clone();
+            let exchange = ic.single::<Exchange>(types::EVENT)?;
             Ok(Instance::new(Arc::new(NamespacesService::new(
                 db, exchange,
             ))))

@@ -18,11 +18,10 @@ use crate::api::snapshots::{
 };
 use crate::api::{system_time, timestamp, Empty};
 use crate::errdefs::Error;
-use crate::events::{any_of, Exchange};
+use crate::events::Exchange;
 use crate::metadata::Metadata;
 use crate::plugin::{types, GrpcServices, Instance, Registration};
 use crate::rpc::{Call, RpcResult, StreamSender};
-use crate::services::content::{single, LEASE_HEADER};
 use crate::snapshots::native::Native;
 use crate::snapshots::{Info, Kind, Mount, Snapshotter};
 
@@ -109,19 +108,6 @@ pub struct SnapshotsService {
     exchange: Arc<Exchange>,
 }
 
-impl SnapshotsService {
-    fn publish<M: protobuf::MessageFull>(&self, namespace: &str, topic: &str, event: &M) {
-        let result = any_of(event).and_then(|any| self.exchange.publish(namespace, topic, any));
-        if let Err(err) = result {
-            log::warn!("failed to publish {topic} for namespace {namespace}: {err}");
-        }
-    }
-}
-
-fn lease(call: &Call) -> Option<&str> {
-    call.header(LEASE_HEADER).filter(|l| !l.is_empty())
-}
-
 impl Snapshots for SnapshotsService {
     fn prepare(
         &self,
@@ -137,9 +123,9 @@ impl Snapshots for SnapshotsService {
             &req.parent,
             &labels,
             false,
-            lease(call),
+            call.lease(),
         )?;
-        self.publish(
+        self.exchange.publish_event(
             ns,
             "/snapshot/prepare",
             &SnapshotPrepare {
@@ -165,7 +151,7 @@ impl Snapshots for SnapshotsService {
             &req.parent,
             &labels,
             true,
-            lease(call),
+            call.lease(),
         )?;
         Ok(ViewSnapshotResponse {
             mounts: mounts(list),
@@ -196,9 +182,9 @@ impl Snapshots for SnapshotsService {
             &req.name,
             &req.key,
             &labels,
-            lease(call),
+            call.lease(),
         )?;
-        self.publish(
+        self.exchange.publish_event(
             ns,
             "/snapshot/commit",
             &SnapshotCommit {
@@ -214,7 +200,7 @@ impl Snapshots for SnapshotsService {
     fn remove(&self, call: &Call, req: RemoveSnapshotRequest) -> RpcResult<Empty> {
         let ns = call.namespace_required()?;
         self.meta.snapshot_remove(ns, &req.snapshotter, &req.key)?;
-        self.publish(
+        self.exchange.publish_event(
             ns,
             "/snapshot/remove",
             &SnapshotRemove {
@@ -262,15 +248,12 @@ impl Snapshots for SnapshotsService {
         let infos = self
             .meta
             .snapshot_list(ns, &req.snapshotter, &req.filters)?;
-        let mut infos: Vec<ApiInfo> = infos.into_iter().map(info_to_api).collect();
-        while !infos.is_empty() {
-            let rest = infos.split_off(infos.len().min(LIST_BATCH));
-            out.send(ListSnapshotsResponse {
-                info: std::mem::replace(&mut infos, rest),
+        out.send_batches(infos.into_iter().map(info_to_api), LIST_BATCH, |info| {
+            ListSnapshotsResponse {
+                info,
                 ..Default::default()
-            })?;
-        }
-        Ok(())
+            }
+        })
     }
 
     fn usage(&self, call: &Call, req: UsageRequest) -> RpcResult<UsageResponse> {
@@ -327,8 +310,8 @@ pub fn registrations() -> Vec<Registration> {
             Ok(Instance::new(Arc::new(SnapshotterHandle(Arc::new(native)))))
         }),
         Registration::new(types::SERVICE, "snapshots-service", |ic| {
-            let meta = single::<Metadata>(ic, types::METADATA)?;
-            let exchange = single::<Exchange>(ic, types::EVENT)?;
+            let meta = ic.single::<Metadata>(types::METADATA)?;
+            let exchange = ic.single::<Exchange>(types::EVENT)?;
             Ok(Instance::new(Arc::new(SnapshotsService { meta, exchange })))
         })
         .requires(&[types::EVENT, types::METADATA]),

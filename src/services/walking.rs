@@ -25,7 +25,6 @@ use crate::diff::walk::DiffOptions;
 use crate::errdefs::{Class, Error};
 use crate::metadata::{ContentWriter, Metadata};
 use crate::plugin::{types, Instance, Registration};
-use crate::services::content::single;
 use crate::services::diff::{CompareOptions, Differ, DifferHandle};
 
 /// The label naming the uncompressed digest of a compressed layer.
@@ -217,7 +216,7 @@ impl Differ for Walking {
 /// `io.containerd.differ.v1.walking`.
 pub fn registration() -> Registration {
     Registration::new(types::DIFF, "walking", |ic| {
-        let meta = single::<Metadata>(ic, types::METADATA)?;
+        let meta = ic.single::<Metadata>(types::METADATA)?;
         let processors = Processors::new(&ic.daemon.stream_processors);
         ic.meta.platforms.push(crate::proxy::host_platform());
         Ok(Instance::new(Arc::new(DifferHandle(Arc::new(Walking {

@@ -271,29 +271,12 @@ impl Snapshotter for Native {
     fn update(&self, info: &Info, paths: &[String]) -> Result<Info, Error> {
         let _guard = self.lock.lock();
         let mut rec = self.must_get(&info.name)?;
-        if paths.is_empty() {
-            rec.labels = info.labels.clone();
-        }
-        for path in paths {
-            if path == "labels" {
-                rec.labels = info.labels.clone();
-            } else if let Some(k) = path.strip_prefix("labels.") {
-                match info.labels.get(k) {
-                    Some(v) if !v.is_empty() => {
-                        rec.labels.insert(k.to_string(), v.clone());
-                    }
-                    _ => {
-                        rec.labels.remove(k);
-                    }
-                }
-            } else {
-                return Err(Error::wrapped(
-                    Class::InvalidArgument,
-                    format!("cannot update {path:?} field on snapshot {:?}", info.name),
-                ));
-            }
-        }
-        rec.labels.retain(|_, v| !v.is_empty());
+        crate::metadata::update_labels(&mut rec.labels, &info.labels, paths).map_err(|path| {
+            Error::wrapped(
+                Class::InvalidArgument,
+                format!("cannot update {path:?} field on snapshot {:?}", info.name),
+            )
+        })?;
         rec.updated = SystemTime::now();
         let txn = self.db()?.begin_write().map_err(store_err)?;
         {
