@@ -11,7 +11,7 @@
 //! - [`plugin`]: registrations, dependency ordering, init context, the plugin set.
 //! - [`server`]: boot and stop, the threads that own each listener, signals, sd_notify.
 //! - [`services`]: containerd's services as plain logic plus thin gRPC adapters.
-//! - [`snapshots`]: the snapshotter interface and the native snapshotter.
+//! - [`snapshots`]: the snapshotter interface, the native and overlayfs snapshotters.
 //! - [`rpc`]: the runtime under the generated gRPC glue (calls, streams, interceptors).
 //! - [`api`]: the generated protobuf messages and service glue, under stable names.
 //! - [`events`]: the event exchange (publish, forward, subscribe).
@@ -20,6 +20,7 @@
 //! - [`gc`]: when garbage collection runs (the scheduler plugin).
 //! - [`identifiers`]: containerd's identifier rule.
 //! - [`metrics`]: the Prometheus registry and the gRPC interceptor.
+//! - [`mount`]: mounts as containerd describes them; temporary read-only mounts.
 //! - [`debug`]: the `/debug` endpoints.
 //! - [`logging`]: logrus-style log lines.
 //! - [`timefmt`]: RFC 3339 timestamps as Go writes them.
@@ -41,6 +42,7 @@ pub mod identifiers;
 pub mod logging;
 pub mod metadata;
 pub mod metrics;
+pub mod mount;
 pub mod plugin;
 pub mod proxy;
 pub mod rpc;

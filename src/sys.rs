@@ -426,6 +426,87 @@ pub fn lsetxattr(path: &std::path::Path, name: &str, value: &[u8]) -> io::Result
     Ok(())
 }
 
+// Mounts for the overlay snapshotter's support check and the differ's temporary mounts.
+
+/// `mount(2)`: `data` is the file-system specific option string (may be empty).
+pub fn mount(
+    source: &str,
+    target: &std::path::Path,
+    fstype: &str,
+    flags: u64,
+    data: &str,
+) -> io::Result<()> {
+    let cstr = |s: &str| {
+        std::ffi::CString::new(s)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "mount argument contains NUL"))
+    };
+    let source = cstr(source)?;
+    let target = c_path(target)?;
+    let fstype = cstr(fstype)?;
+    let data = cstr(data)?;
+    // SAFETY: every pointer is a NUL-terminated string that outlives the call; the kernel
+    // only reads them.
+    let rc = unsafe {
+        libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            flags as libc::c_ulong,
+            data.as_ptr().cast(),
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `umount2(2)` with `flags` (`libc::MNT_DETACH`, …).
+pub fn unmount(target: &std::path::Path, flags: i32) -> io::Result<()> {
+    let target = c_path(target)?;
+    // SAFETY: `target` is a NUL-terminated string that outlives the call.
+    if unsafe { libc::umount2(target.as_ptr(), flags) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The `d_type` the file system reports for each entry of `dir` (`libc::DT_UNKNOWN` where
+/// it reports none), by name; `.` and `..` left out.
+pub fn dir_entry_types(dir: &std::path::Path) -> io::Result<Vec<(std::ffi::OsString, u8)>> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = c_path(dir)?;
+    // SAFETY: `path` is NUL-terminated and outlives the call.
+    let stream = unsafe { libc::opendir(path.as_ptr()) };
+    if stream.is_null() {
+        return Err(io::Error::last_os_error());
+    }
+    let mut out = Vec::new();
+    loop {
+        // SAFETY: `stream` is a valid, open directory stream used by this thread only.
+        let entry = unsafe { libc::readdir(stream) };
+        if entry.is_null() {
+            break;
+        }
+        // SAFETY: readdir returned a valid entry whose name is NUL-terminated; both stay
+        // valid until the next readdir or closedir on `stream`, and are copied before that.
+        let (name, kind) = unsafe {
+            (
+                std::ffi::CStr::from_ptr((*entry).d_name.as_ptr())
+                    .to_bytes()
+                    .to_vec(),
+                (*entry).d_type,
+            )
+        };
+        if name != b"." && name != b".." {
+            out.push((std::ffi::OsStr::from_bytes(&name).to_os_string(), kind));
+        }
+    }
+    // SAFETY: `stream` came from opendir and is closed exactly once.
+    unsafe { libc::closedir(stream) };
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

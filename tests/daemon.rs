@@ -55,6 +55,7 @@ fn ctr_plugins_ls_lists_plugins_in_init_order_with_status() {
             ("io.containerd.grpc.v1", "events"),
             ("io.containerd.content.v1", "content"),
             ("io.containerd.snapshotter.v1", "native"),
+            ("io.containerd.snapshotter.v1", "overlayfs"),
             ("io.containerd.metadata.v1", "bolt"),
             ("io.containerd.service.v1", "content-service"),
             ("io.containerd.service.v1", "snapshots-service"),

@@ -273,13 +273,22 @@ fn gzip_layer_with_whiteouts_then_diff_and_apply_round_trip() {
         opt(),
     ));
     assert_eq!(code, RpcStatusCode::UNIMPLEMENTED, "{message}");
+    let tmpfs = vec![Mount {
+        type_: "tmpfs".into(),
+        source: "tmpfs".into(),
+        ..Default::default()
+    }];
+    let (code, _) = code_of(apply(&daemon, &upper, &tmpfs));
+    assert_eq!(code, RpcStatusCode::UNIMPLEMENTED);
+    // An overlay without an upper directory is read-only: nothing to apply into.
     let overlay = vec![Mount {
         type_: "overlay".into(),
         source: "overlay".into(),
+        options: vec!["lowerdir=/nonexistent".into()],
         ..Default::default()
     }];
-    let (code, _) = code_of(apply(&daemon, &upper, &overlay));
-    assert_eq!(code, RpcStatusCode::UNIMPLEMENTED);
+    let (code, message) = code_of(apply(&daemon, &upper, &overlay));
+    assert_eq!(code, RpcStatusCode::INVALID_ARGUMENT, "{message}");
 }
 
 #[test]

@@ -547,7 +547,7 @@ fn debug_socket_serves_vars_and_thread_dump() {
         "{vars}"
     );
     assert!(vars.contains("\"threads\""), "{vars}");
-    assert!(vars.contains("\"plugins\": 22"), "{vars}");
+    assert!(vars.contains("\"plugins\": 23"), "{vars}");
     let threads = String::from_utf8(curl("/debug/pprof/threads")).expect("utf8");
     assert!(threads.contains("\"ctrd-debug\""), "{threads}");
     let index = String::from_utf8(curl("/debug/pprof/")).expect("utf8");

@@ -7,7 +7,9 @@
 //! 2. its parent is resolved inside the root (symlinks included) and created with mode 0755
 //!    when missing; the final component is never followed;
 //! 3. `.wh..wh..opq` empties its directory of everything this layer did not unpack,
-//!    `.wh.<name>` removes `<name>`;
+//!    `.wh.<name>` removes `<name>`; into an overlay upper directory they become overlay's
+//!    own marks instead (the `trusted.overlay.opaque` xattr, a 0/0 character device), and
+//!    missing parents take their attributes from the layers below;
 //! 4. anything else replaces what is at the path (directories merge), then gets its owner
 //!    (errors ignored unless running as root), PAX xattrs, mode and times.
 //!
@@ -18,7 +20,7 @@ use std::ffi::OsString;
 use std::fs;
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest as _, Sha256};
@@ -37,8 +39,32 @@ pub struct ApplyStats {
     pub digest: Digest,
 }
 
+/// How [`apply_layer_with`] writes whiteouts and finds what lies below the root.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApplyOptions {
+    /// The root is an overlay upper directory: a deleted name becomes a 0/0 character
+    /// device and an opaque directory gets `trusted.overlay.opaque=y`, instead of removing
+    /// what lies below (containerd's `OverlayConvertWhiteout`).
+    pub overlay_whiteouts: bool,
+    /// The layers below the root, uppermost first: a directory the layer needs but the root
+    /// lacks is created with the attributes it has in the first of these that holds it.
+    pub parents: Vec<PathBuf>,
+}
+
+/// The extended attribute that makes an overlay directory hide the layers below it.
+pub const OVERLAY_OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+
 /// Unpacks the uncompressed tar stream `layer` into the existing directory `root`.
 pub fn apply_layer(layer: impl Read, root: &Path) -> Result<ApplyStats, Error> {
+    apply_layer_with(layer, root, &ApplyOptions::default())
+}
+
+/// [`apply_layer`] with options, e.g. into an overlay upper directory.
+pub fn apply_layer_with(
+    layer: impl Read,
+    root: &Path,
+    options: &ApplyOptions,
+) -> Result<ApplyStats, Error> {
     let meta = fs::metadata(root).map_err(|err| Error::from(err).context("apply root"))?;
     if !meta.is_dir() {
         return Err(Error::invalid_argument(format!(
@@ -53,6 +79,7 @@ pub fn apply_layer(layer: impl Read, root: &Path) -> Result<ApplyStats, Error> {
     };
     Applier {
         root: root.to_path_buf(),
+        options: options.clone(),
         as_root: crate::sys::geteuid() == 0,
         unpacked: HashSet::new(),
         unpacked_parents: HashSet::new(),
@@ -88,6 +115,7 @@ type Times = ((i64, u32), (i64, u32));
 
 struct Applier {
     root: PathBuf,
+    options: ApplyOptions,
     as_root: bool,
     /// Paths this layer wrote; an opaque marker keeps them.
     unpacked: HashSet<PathBuf>,
@@ -167,8 +195,18 @@ impl Applier {
         }
 
         let base = base.as_bytes();
+        let uid = pax
+            .uid
+            .map_or_else(|| numeric(&header.as_old().uid, header.uid()), Ok)?;
+        let gid = pax
+            .gid
+            .map_or_else(|| numeric(&header.as_old().gid, header.gid()), Ok)?;
         if base == OPAQUE_MARKER.as_bytes() {
             fs::symlink_metadata(&parent)?;
+            if self.options.overlay_whiteouts {
+                return crate::sys::lsetxattr(&parent, OVERLAY_OPAQUE_XATTR, b"y")
+                    .map_err(|err| Error::from(err).context("failed to convert whiteout file"));
+            }
             return self.prune(&parent).map_err(Error::from);
         }
         if let Some(original) = base.strip_prefix(WHITEOUT_PREFIX.as_bytes()) {
@@ -178,17 +216,19 @@ impl Applier {
                     String::from_utf8_lossy(base)
                 )));
             }
-            return remove_all(&parent.join(std::ffi::OsStr::from_bytes(original)))
-                .map_err(Error::from);
+            let target = parent.join(std::ffi::OsStr::from_bytes(original));
+            remove_all(&target)?;
+            if self.options.overlay_whiteouts {
+                crate::sys::mknod(&target, libc::S_IFCHR, 0, 0)
+                    .and_then(|()| {
+                        std::os::unix::fs::lchown(&target, Some(uid as u32), Some(gid as u32))
+                    })
+                    .map_err(|err| Error::from(err).context("failed to convert whiteout file"))?;
+            }
+            return Ok(());
         }
 
         let mode = numeric(&header.as_old().mode, header.mode())? as u32 & 0o7777;
-        let uid = pax
-            .uid
-            .map_or_else(|| numeric(&header.as_old().uid, header.uid()), Ok)?;
-        let gid = pax
-            .gid
-            .map_or_else(|| numeric(&header.as_old().gid, header.gid()), Ok)?;
         let mtime = pax.mtime.unwrap_or((
             i64::try_from(numeric(&header.as_old().mtime, header.mtime())?).unwrap_or(i64::MAX),
             0,
@@ -291,7 +331,7 @@ impl Applier {
     }
 
     /// Creates the missing directories of an already resolved parent path (mode 0755).
-    fn mkparent(&self, parent: &Path) -> io::Result<()> {
+    fn mkparent(&mut self, parent: &Path) -> io::Result<()> {
         let relative = parent
             .strip_prefix(&self.root)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "parent outside the root"))?;
@@ -306,11 +346,50 @@ impl Applier {
                 Err(err) if err.kind() == io::ErrorKind::NotFound => {
                     fs::DirBuilder::new().mode(0o755).create(&current)?;
                     fs::set_permissions(&current, fs::Permissions::from_mode(0o755))?;
+                    if let Some(times) = self.copy_dir_info_from_parents(&current)? {
+                        self.dirs.push(times);
+                    }
                 }
                 Err(err) => return Err(err),
             }
         }
         Ok(())
+    }
+
+    /// Gives a directory just created in the root the mode, owner and times it has in the
+    /// uppermost parent layer that holds it (a non-directory there hides the rest); the
+    /// times are returned to be set again at the end, as entries written into it change them.
+    fn copy_dir_info_from_parents(&self, dir: &Path) -> io::Result<Option<(Vec<OsString>, Times)>> {
+        let Ok(relative) = dir.strip_prefix(&self.root) else {
+            return Ok(None);
+        };
+        let components: Vec<OsString> = relative
+            .components()
+            .map(|c| c.as_os_str().to_os_string())
+            .collect();
+        for parent in &self.options.parents {
+            let below = resolve_in_root(parent, &components)?;
+            let meta = match fs::symlink_metadata(&below) {
+                Ok(meta) => meta,
+                Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
+                Err(err) => return Err(err),
+            };
+            if !meta.is_dir() {
+                break;
+            }
+            fs::set_permissions(dir, fs::Permissions::from_mode(meta.mode() & 0o7777))?;
+            if let Err(err) = std::os::unix::fs::lchown(dir, Some(meta.uid()), Some(meta.gid())) {
+                if self.as_root {
+                    return Err(err);
+                }
+            }
+            let times = (
+                (meta.atime(), meta.atime_nsec() as u32),
+                (meta.mtime(), meta.mtime_nsec() as u32),
+            );
+            return Ok(Some((components, times)));
+        }
+        Ok(None)
     }
 
     /// A hard link's target inside the root: its parent resolved, its last component not
@@ -675,6 +754,77 @@ mod tests {
         tar.extend_from_slice(&[0u8; 1024]);
         let stats = apply_layer(&tar[..], &root).expect("apply");
         assert_eq!(stats.size, tar.len() as u64);
+    }
+
+    #[test]
+    fn overlay_whiteouts_become_devices_and_opaque_xattrs() {
+        if crate::sys::geteuid() != 0 {
+            // trusted.* xattrs and device nodes need root; CI runs as root.
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "overlay apply needs root under CI"
+            );
+            return;
+        }
+        let (dir, root, _) = scratch();
+        let lower = dir.path().join("lower");
+        fs::create_dir_all(lower.join("d/keep")).expect("mkdir");
+        fs::write(lower.join("d/gone"), b"x").expect("write");
+        fs::set_permissions(lower.join("d"), fs::Permissions::from_mode(0o701)).expect("chmod");
+        std::os::unix::fs::lchown(lower.join("d"), Some(123), Some(456)).expect("chown");
+        crate::sys::lutimes(&lower.join("d"), (7, 0), (7, 0)).expect("times");
+        fs::create_dir_all(lower.join("o/old")).expect("mkdir");
+        let tar = layer(&[
+            Entry::File("d/.wh.gone", b"", 0o644),
+            Entry::Dir("o/", 0o755),
+            Entry::File("o/.wh..wh..opq", b"", 0o644),
+            Entry::File("o/new", b"n", 0o644),
+            Entry::File(".wh.top", b"", 0o644),
+        ]);
+        let options = ApplyOptions {
+            overlay_whiteouts: true,
+            parents: vec![lower.clone()],
+        };
+        apply_layer_with(&tar[..], &root, &options).expect("apply");
+
+        let gone = fs::symlink_metadata(root.join("d/gone")).expect("whiteout");
+        assert!(std::os::unix::fs::FileTypeExt::is_char_device(
+            &gone.file_type()
+        ));
+        assert_eq!(gone.rdev(), 0);
+        let top = fs::symlink_metadata(root.join("top")).expect("whiteout");
+        assert!(std::os::unix::fs::FileTypeExt::is_char_device(
+            &top.file_type()
+        ));
+        // The parent made for the whiteout copies the lower directory's attributes.
+        let d = fs::metadata(root.join("d")).expect("stat");
+        assert_eq!(
+            (d.mode() & 0o7777, d.uid(), d.gid(), d.mtime()),
+            (0o701, 123, 456, 7)
+        );
+        assert!(!root.join("d/keep").exists(), "nothing copied up");
+        assert_eq!(
+            crate::sys::lgetxattr(&root.join("o"), OVERLAY_OPAQUE_XATTR).expect("xattr"),
+            Some(b"y".to_vec())
+        );
+        assert!(root.join("o/new").exists());
+        assert!(!root.join("o/.wh..wh..opq").exists());
+        assert!(lower.join("d/gone").exists() && lower.join("o/old").exists());
+    }
+
+    #[test]
+    fn overlay_apply_still_refuses_escapes() {
+        let (dir, root, _) = scratch();
+        let options = ApplyOptions {
+            overlay_whiteouts: true,
+            parents: Vec::new(),
+        };
+        for name in ["../escape", "a/../../.wh.escape"] {
+            let tar = layer(&[Entry::File(name, b"pwned", 0o644)]);
+            let err = apply_layer_with(&tar[..], &root, &options).expect_err(name);
+            assert_eq!(err.class(), Class::InvalidArgument, "{name}: {err}");
+        }
+        assert!(!dir.path().join("escape").exists());
     }
 
     #[test]

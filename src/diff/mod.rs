@@ -17,7 +17,7 @@ pub mod walk;
 #[cfg(test)]
 mod testutil;
 
-pub use apply::{apply_layer, ApplyStats};
+pub use apply::{apply_layer, apply_layer_with, ApplyOptions, ApplyStats};
 pub use walk::write_diff;
 
 /// A layer entry named `.wh.<name>` removes `<name>` from the lower layers.

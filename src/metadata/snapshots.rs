@@ -412,10 +412,12 @@ impl Metadata {
         Ok(out)
     }
 
-    /// Removes the backend snapshots of `sn` that no record names, children before parents.
+    /// Removes the backend snapshots of `sn` that no record names, children before parents,
+    /// then runs the backend's cleanup where something was removed.
     pub(super) fn sweep_snapshots(&self, referenced: &std::collections::BTreeSet<String>) -> usize {
         let mut removed = 0;
         for (sn, backend) in &self.snapshotters {
+            let removed_before = removed;
             let listed = match backend.list() {
                 Ok(list) => list,
                 Err(err) => {
@@ -447,6 +449,14 @@ impl Metadata {
                     }
                 }
                 doomed = rest;
+            }
+            if removed > removed_before {
+                // Backends that defer freeing space (overlayfs) free it now.
+                match backend.cleanup() {
+                    Ok(()) => {}
+                    Err(err) if err.class() == Class::NotImplemented => {}
+                    Err(err) => log::warn!("snapshotter {sn} cleanup failed: {err}"),
+                }
             }
         }
         removed

@@ -1,6 +1,7 @@
 //! `containerd.services.snapshots.v1.Snapshots` over the namespaced snapshots of every loaded
 //! snapshotter, and the plugins that make it: `io.containerd.snapshotter.v1.native`,
-//! `io.containerd.service.v1.snapshots-service` and `io.containerd.grpc.v1.snapshots`.
+//! `io.containerd.snapshotter.v1.overlayfs`, `io.containerd.service.v1.snapshots-service`
+//! and `io.containerd.grpc.v1.snapshots`.
 //! Prepare, Commit and Remove publish `/snapshot/{prepare,commit,remove}` (View publishes
 //! nothing, as in containerd).
 
@@ -23,6 +24,7 @@ use crate::metadata::Metadata;
 use crate::plugin::{types, GrpcServices, Instance, Registration};
 use crate::rpc::{Call, RpcResult, StreamSender};
 use crate::snapshots::native::Native;
+use crate::snapshots::overlay::{check, Options, Overlay, OverlayConfig};
 use crate::snapshots::{Info, Kind, Mount, Snapshotter};
 
 /// How a snapshotter plugin's value is stored, so the metadata plugin can find every one.
@@ -297,8 +299,43 @@ pub fn loaded_snapshotters(
         .collect()
 }
 
-/// `io.containerd.snapshotter.v1.native`, `io.containerd.service.v1.snapshots-service` and
-/// `io.containerd.grpc.v1.snapshots`.
+/// `io.containerd.snapshotter.v1.overlayfs`: skipped, with the reason, where the root's
+/// file system or the kernel cannot do overlay.
+fn overlay_registration() -> Registration {
+    Registration::new(types::SNAPSHOT, "overlayfs", |ic| {
+        let config = ic.config::<OverlayConfig>()?.clone();
+        ic.meta.platforms.push(crate::proxy::host_platform());
+        let root = if config.root_path.is_empty() {
+            ic.root()
+        } else {
+            std::path::PathBuf::from(&config.root_path)
+        };
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&root)
+                .map_err(|err| Error::from(err).context(format!("create {}", root.display())))?;
+        }
+        if let Some(reason) = check::unsupported(&root) {
+            return Err(crate::plugin::skip(format!(
+                "overlay not supported: {reason}"
+            )));
+        }
+        let overlay = Overlay::open(&root, Options::for_root(&config, &root))?;
+        ic.meta
+            .exports
+            .insert("root".into(), root.to_string_lossy().into_owned());
+        Ok(Instance::new(Arc::new(SnapshotterHandle(Arc::new(
+            overlay,
+        )))))
+    })
+    .config::<OverlayConfig>()
+}
+
+/// `io.containerd.snapshotter.v1.native`, `io.containerd.snapshotter.v1.overlayfs`,
+/// `io.containerd.service.v1.snapshots-service` and `io.containerd.grpc.v1.snapshots`.
 pub fn registrations() -> Vec<Registration> {
     vec![
         Registration::new(types::SNAPSHOT, "native", |ic| {
@@ -309,6 +346,7 @@ pub fn registrations() -> Vec<Registration> {
                 .insert("root".into(), root.to_string_lossy().into_owned());
             Ok(Instance::new(Arc::new(SnapshotterHandle(Arc::new(native)))))
         }),
+        overlay_registration(),
         Registration::new(types::SERVICE, "snapshots-service", |ic| {
             let meta = ic.single::<Metadata>(types::METADATA)?;
             let exchange = ic.single::<Exchange>(types::EVENT)?;

@@ -2,9 +2,13 @@
 //! directory and computes layers by walking two directory trees, reading and writing blobs
 //! through the namespaced content store.
 //!
-//! Only bind mounts are handled (what the native snapshotter returns): their source is the
-//! directory itself, so nothing has to be mounted. Other mount types are Unimplemented, so
-//! the diff service can try the next differ.
+//! Bind mounts (the native snapshotter's, and overlayfs' parentless or single-parent
+//! ones) are used as the directory they name, with nothing mounted. Apply onto an overlay
+//! mount writes straight into its `upperdir` with overlay whiteouts, looking up missing
+//! parents in its `lowerdir`s, as containerd does for unpacking; Compare mounts an overlay
+//! read-only on a temporary directory under `<root>/tmpmounts` for the walk and unmounts
+//! it after. Other mount types are Unimplemented, so the diff service can try the next
+//! differ.
 //!
 //! Apply turns the layer into a plain tar first: configured stream processors run for the
 //! media types they accept (each may hand over to another), gzip is decompressed, and a
@@ -12,7 +16,7 @@
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::api::mount::Mount as ApiMount;
@@ -22,10 +26,13 @@ use crate::content::{Digest, ReadAt};
 use crate::diff::compression::{self, Compression, MEDIA_TYPE_LAYER, MEDIA_TYPE_LAYER_GZIP};
 use crate::diff::processor::{self, Processors};
 use crate::diff::walk::DiffOptions;
+use crate::diff::ApplyOptions;
 use crate::errdefs::{Class, Error};
 use crate::metadata::{ContentWriter, Metadata};
+use crate::mount::{Mount, TempMount};
 use crate::plugin::{types, Instance, Registration};
 use crate::services::diff::{CompareOptions, Differ, DifferHandle};
+use crate::services::snapshots::mount_from_api;
 
 /// The label naming the uncompressed digest of a compressed layer.
 pub const LABEL_UNCOMPRESSED: &str = "containerd.io/uncompressed";
@@ -34,22 +41,74 @@ pub const LABEL_UNCOMPRESSED: &str = "containerd.io/uncompressed";
 pub struct Walking {
     meta: Arc<Metadata>,
     processors: Processors,
+    /// Where Compare mounts overlay trees: `<root>/tmpmounts`, as containerd 2 has it.
+    temp_mounts: PathBuf,
 }
 
-/// The directory a single bind mount makes visible.
-fn bind_root(mounts: &[ApiMount]) -> Result<PathBuf, Error> {
+/// Where Apply writes: a directory, and how to write into it.
+fn apply_target(mounts: &[Mount]) -> Result<(PathBuf, ApplyOptions), Error> {
     match mounts {
-        [m] if m.type_ == "bind" || m.options.iter().any(|o| o == "bind" || o == "rbind") => {
-            Ok(PathBuf::from(&m.source))
+        [m] if m.is_bind() => Ok((PathBuf::from(&m.source), ApplyOptions::default())),
+        [m] if m.r#type == "overlay" => {
+            let upper = m.upperdir().ok_or_else(|| {
+                Error::invalid_argument(
+                    "cannot apply to a read-only overlay mount: upperdir not found",
+                )
+            })?;
+            Ok((
+                PathBuf::from(upper),
+                ApplyOptions {
+                    overlay_whiteouts: true,
+                    parents: m.lowerdirs().into_iter().map(PathBuf::from).collect(),
+                },
+            ))
         }
-        [m] => Err(Error::unimplemented(format!(
-            "the walking differ handles bind mounts only, not {:?}",
-            m.type_
-        ))),
+        [m] => Err(unhandled(&m.r#type)),
         _ => Err(Error::unimplemented(format!(
-            "the walking differ handles one bind mount, got {}",
+            "the walking differ handles one mount, got {}",
             mounts.len()
         ))),
+    }
+}
+
+fn unhandled(kind: &str) -> Error {
+    Error::unimplemented(format!(
+        "the walking differ handles bind and overlay mounts only, not {kind:?}"
+    ))
+}
+
+/// A tree Compare reads: a bind mount's source as it is, or an overlay mounted read-only
+/// on a temporary directory for as long as this lives.
+enum Tree {
+    Dir(PathBuf),
+    Mounted(TempMount),
+}
+
+impl Tree {
+    fn open(mounts: &[Mount], temp: &Path) -> Result<Tree, Error> {
+        match mounts {
+            [m] if m.is_bind() => Ok(Tree::Dir(PathBuf::from(&m.source))),
+            [m] if m.r#type == "overlay" => {
+                if m.lowerdirs().is_empty() {
+                    return Err(Error::invalid_argument("overlay mount without lowerdir"));
+                }
+                TempMount::new(temp, &crate::mount::readonly(mounts))
+                    .map(Tree::Mounted)
+                    .map_err(|err| Error::from(err).context("failed to mount"))
+            }
+            [m] => Err(unhandled(&m.r#type)),
+            _ => Err(Error::unimplemented(format!(
+                "the walking differ handles one mount, got {}",
+                mounts.len()
+            ))),
+        }
+    }
+
+    fn path(&self) -> &Path {
+        match self {
+            Tree::Dir(path) => path,
+            Tree::Mounted(mount) => mount.path(),
+        }
     }
 }
 
@@ -115,7 +174,8 @@ impl Differ for Walking {
         _payloads: &HashMap<String, Any>,
         sync_fs: bool,
     ) -> Result<Descriptor, Error> {
-        let root = bind_root(mounts)?;
+        let mounts: Vec<Mount> = mounts.iter().map(mount_from_api).collect();
+        let (root, options) = apply_target(&mounts)?;
         let digest = Digest::parse(&desc.digest)?;
         let (blob, size) = self.meta.reader(ns, &digest)?;
         let blob: Box<dyn Read + Send> = Box::new(BlobStream {
@@ -125,7 +185,7 @@ impl Differ for Walking {
         });
         let tar = processor::uncompressed_layer(&self.processors, &desc.media_type, blob)?;
         // apply_layer reads to the end, so a failing processor's error surfaces here.
-        let stats = crate::diff::apply_layer(tar, &root)?;
+        let stats = crate::diff::apply_layer_with(tar, &root, &options)?;
         if sync_fs {
             crate::sys::syncfs(&root).map_err(io_error("sync filesystem"))?;
         }
@@ -145,8 +205,8 @@ impl Differ for Walking {
         upper: &[ApiMount],
         opts: &CompareOptions,
     ) -> Result<Descriptor, Error> {
-        let lower = bind_root(lower)?;
-        let upper = bind_root(upper)?;
+        let lower: Vec<Mount> = lower.iter().map(mount_from_api).collect();
+        let upper: Vec<Mount> = upper.iter().map(mount_from_api).collect();
         let media_type = if opts.media_type.is_empty() {
             MEDIA_TYPE_LAYER_GZIP.to_string()
         } else {
@@ -154,6 +214,9 @@ impl Differ for Walking {
         };
         // Refuses zstd and unknown media types as NotImplemented, before anything is written.
         let compression = compression::diff_compression(&media_type)?;
+        // Dropped (unmounted) after the walk, whatever its outcome.
+        let lower = Tree::open(&lower, &self.temp_mounts)?;
+        let upper = Tree::open(&upper, &self.temp_mounts)?;
         let fresh = opts.reference.is_empty();
         let reference = if fresh {
             unique_ref()
@@ -175,7 +238,7 @@ impl Differ for Walking {
             let options = DiffOptions {
                 mtime_upper_bound: opts.source_date_epoch.as_ref().map(|t| t.seconds),
             };
-            crate::diff::walk::write_diff_with(&lower, &upper, &mut out, &options)
+            crate::diff::walk::write_diff_with(lower.path(), upper.path(), &mut out, &options)
                 .map_err(|err| err.context("failed to write diff"))?;
             let (mut sink, uncompressed) =
                 out.finish().map_err(io_error("failed to write diff"))?;
@@ -219,9 +282,11 @@ pub fn registration() -> Registration {
         let meta = ic.single::<Metadata>(types::METADATA)?;
         let processors = Processors::new(&ic.daemon.stream_processors);
         ic.meta.platforms.push(crate::proxy::host_platform());
+        let temp_mounts = Path::new(&ic.daemon.root).join("tmpmounts");
         Ok(Instance::new(Arc::new(DifferHandle(Arc::new(Walking {
             meta,
             processors,
+            temp_mounts,
         })))))
     })
     .requires(&[types::METADATA])

@@ -3,10 +3,13 @@
 //!
 //! Backend keys are whatever the caller passes; the namespaced layer above
 //! (`crate::metadata`) gives each namespace its own key space by passing
-//! `<namespace>/<id>/<key>`. Implementations: [`native`] (directory copies) and the proxy
-//! that forwards to an external snapshotter over gRPC (`crate::proxy`).
+//! `<namespace>/<id>/<key>`. Implementations: [`native`] (directory copies), [`overlay`]
+//! (overlayfs layers) and the proxy that forwards to an external snapshotter over gRPC
+//! (`crate::proxy`).
 
 pub mod native;
+pub mod overlay;
+mod storage;
 
 use std::collections::BTreeMap;
 use std::time::SystemTime;
@@ -72,14 +75,7 @@ pub struct Usage {
     pub inodes: i64,
 }
 
-/// A mount as containerd describes it.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Mount {
-    pub r#type: String,
-    pub source: String,
-    pub target: String,
-    pub options: Vec<String>,
-}
+pub use crate::mount::Mount;
 
 /// A snapshotter backend. Calls run on the caller's thread and may block on I/O.
 pub trait Snapshotter: Send + Sync {

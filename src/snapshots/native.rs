@@ -476,7 +476,7 @@ fn copy_attrs(meta: &fs::Metadata, to: &Path) -> io::Result<()> {
     fs::File::open(to)?.set_times(times)
 }
 
-fn disk_usage(
+pub(super) fn disk_usage(
     dir: &Path,
     usage: &mut Usage,
     seen: &mut std::collections::HashSet<(u64, u64)>,

@@ -1,0 +1,198 @@
+//! Whether overlayfs works under a root, checked the way containerd's `overlayutils` does:
+//! the backing file system must report entry types (`d_type`), and a real overlay mount
+//! with two lower directories must succeed in a scratch directory under the root. Also the
+//! mount options the kernel wants (`index=off`, `userxattr`).
+
+use std::fs;
+use std::io;
+use std::path::Path;
+
+use crate::mount::{self, Mount};
+
+/// Why overlay cannot be used under `root`, or `None` when it can.
+pub fn unsupported(root: &Path) -> Option<String> {
+    match supports_d_type(root) {
+        Ok(true) => {}
+        Ok(false) => {
+            return Some(format!(
+                "{} does not support d_type. If the backing filesystem is xfs, please reformat with ftype=1 to enable d_type support",
+                root.display()
+            ))
+        }
+        Err(err) => return Some(format!("cannot check d_type support of {}: {err}", root.display())),
+    }
+    mount_check(root, "multiple-lowerdir-check", &[])
+        .err()
+        .map(|err| format!("failed to mount overlay: {err}"))
+}
+
+/// Whether the file system under `dir` fills in `d_type` when listing a directory.
+pub fn supports_d_type(dir: &Path) -> io::Result<bool> {
+    let scratch = mount::unique_dir(dir, "d_type-check-")?;
+    let result = fs::write(scratch.join("file"), b"")
+        .and_then(|()| crate::sys::dir_entry_types(&scratch))
+        .map(|entries| {
+            entries
+                .iter()
+                .any(|(name, kind)| name == "file" && *kind == libc::DT_REG)
+        });
+    let _ = fs::remove_dir_all(&scratch);
+    result
+}
+
+/// Mounts an overlay of two lower directories, an upper and a work directory in a scratch
+/// directory under `root` (with `extra` options) and unmounts it again.
+fn mount_check(root: &Path, prefix: &str, extra: &[&str]) -> io::Result<()> {
+    let scratch = mount::unique_dir(root, prefix)?;
+    let result = (|| {
+        for dir in ["lower1", "lower2", "upper", "work", "merged"] {
+            fs::create_dir(scratch.join(dir))?;
+        }
+        let path = |dir: &str| scratch.join(dir).to_string_lossy().into_owned();
+        let mut options = vec![format!(
+            "lowerdir={}:{},upperdir={},workdir={}",
+            path("lower2"),
+            path("lower1"),
+            path("upper"),
+            path("work")
+        )];
+        options.extend(extra.iter().map(|o| o.to_string()));
+        let m = Mount {
+            r#type: "overlay".into(),
+            source: "overlay".into(),
+            target: String::new(),
+            options,
+        };
+        let merged = scratch.join("merged");
+        mount::mount(&m, &merged)?;
+        mount::unmount_all(&merged)
+    })();
+    // Only an unmounted scratch directory is removed whole.
+    if mount::unmount_all(&scratch.join("merged")).is_ok() {
+        let _ = fs::remove_dir_all(&scratch);
+    }
+    result
+}
+
+/// Whether the kernel's overlay module has the `index` feature, which containerd turns off.
+pub fn supports_index() -> bool {
+    Path::new("/sys/module/overlay/parameters/index").exists()
+}
+
+/// Whether ctrd runs in a user namespace other than the initial one.
+fn in_user_namespace() -> bool {
+    match fs::read_to_string("/proc/self/uid_map") {
+        Ok(map) => {
+            let fields: Vec<&str> = map.split_whitespace().collect();
+            fields != ["0", "0", "4294967295"]
+        }
+        Err(_) => false,
+    }
+}
+
+/// Whether overlay must be mounted with `userxattr`: only inside a user namespace, and only
+/// where the kernel accepts the option.
+pub fn needs_userxattr(root: &Path) -> bool {
+    in_user_namespace() && mount_check(root, "userxattr-check", &["userxattr"]).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn require_root() -> bool {
+        if crate::sys::geteuid() == 0 {
+            return true;
+        }
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "overlay checks need root under CI"
+        );
+        false
+    }
+
+    /// An overlay mounted in a temp dir, unmounted on drop.
+    struct Mounted(std::path::PathBuf);
+
+    impl Drop for Mounted {
+        fn drop(&mut self) {
+            let _ = mount::unmount_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn ext4_supports_overlay_and_leaves_nothing_behind() {
+        if !require_root() {
+            return;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert!(supports_d_type(dir.path()).expect("d_type"));
+        assert_eq!(unsupported(dir.path()), None);
+        assert_eq!(fs::read_dir(dir.path()).expect("readdir").count(), 0);
+    }
+
+    #[test]
+    fn a_root_on_overlayfs_is_reported_unsupported() {
+        if !require_root() {
+            return;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        for d in ["l", "u", "w", "m"] {
+            fs::create_dir(dir.path().join(d)).expect("mkdir");
+        }
+        let p = |d: &str| dir.path().join(d).to_string_lossy().into_owned();
+        let m = Mount {
+            r#type: "overlay".into(),
+            source: "overlay".into(),
+            target: String::new(),
+            options: vec![
+                format!("lowerdir={}", p("l")),
+                format!("upperdir={}", p("u")),
+                format!("workdir={}", p("w")),
+            ],
+        };
+        mount::mount(&m, &dir.path().join("m")).expect("mount overlay");
+        let guard = Mounted(dir.path().join("m"));
+        let reason = unsupported(&guard.0).expect("overlay on overlay is refused");
+        assert!(reason.starts_with("failed to mount overlay: "), "{reason}");
+        let left: Vec<_> = fs::read_dir(&guard.0).expect("readdir").collect();
+        assert!(left.is_empty(), "scratch directories removed: {left:?}");
+    }
+
+    #[test]
+    fn a_file_system_without_d_type_is_reported_unsupported() {
+        if !require_root() {
+            return;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let image = dir.path().join("fs.img");
+        fs::File::create(&image)
+            .and_then(|f| f.set_len(16 << 20))
+            .expect("image");
+        let status = std::process::Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-O", "^filetype"])
+            .arg(&image)
+            .status()
+            .expect("mkfs.ext4 (e2fsprogs) is installed");
+        assert!(status.success());
+        let target = dir.path().join("mnt");
+        fs::create_dir(&target).expect("mkdir");
+        let status = std::process::Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(&image)
+            .arg(&target)
+            .status()
+            .expect("mount");
+        assert!(status.success(), "loop mount");
+        let guard = Mounted(target);
+        assert!(!supports_d_type(&guard.0).expect("check"));
+        let reason = unsupported(&guard.0).expect("unsupported");
+        assert!(reason.contains("does not support d_type"), "{reason}");
+    }
+
+    #[test]
+    fn the_host_needs_no_userxattr() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert_eq!(needs_userxattr(dir.path()), in_user_namespace());
+    }
+}
