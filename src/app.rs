@@ -38,13 +38,13 @@ pub fn run(args: Vec<String>) -> Result<(), AppError> {
         }
         Command::ConfigDefault => {
             crate::logging::init(log::LevelFilter::Warn, false);
-            print!("{}", output_config(Config::default())?);
+            print!("{}", output_config(Config::default(), cli.to)?);
             Ok(())
         }
         Command::ConfigDump => {
             crate::logging::init(log::LevelFilter::Warn, false);
             let config = load_config(&cli)?;
-            print!("{}", output_config(config)?);
+            print!("{}", output_config(config, cli.to)?);
             Ok(())
         }
         Command::Run => {
@@ -94,10 +94,12 @@ fn apply_flags(cli: &Cli, config: &mut Config) -> Result<(), AppError> {
     if config.grpc.address.is_empty() {
         return Err(AppError::EmptyAddress);
     }
-    if config.ttrpc.address.is_empty() {
+    // An activated gRPC socket's ttrpc neighbour is settled once the passed sockets are known.
+    if config.ttrpc.address.is_empty() && !config.grpc.address.starts_with("fd://") {
         config.ttrpc.address = format!("{}.ttrpc", config.grpc.address);
         config.ttrpc.uid = config.grpc.uid;
         config.ttrpc.gid = config.grpc.gid;
+        config.ttrpc.group = config.grpc.group.clone();
     }
     Ok(())
 }
@@ -111,9 +113,9 @@ fn absolute(path: &str) -> Result<String, AppError> {
         .map_err(|err| AppError::Path(path.into(), err))
 }
 
-/// The config with every enabled plugin's section decoded over its defaults, the registered
-/// timeouts filled in and the current version, as TOML.
-pub fn output_config(mut config: Config) -> Result<String, AppError> {
+/// The config with every enabled plugin's section decoded over its defaults and the
+/// registered timeouts filled in, as TOML of version `to` (default [`CONFIG_VERSION`]).
+pub fn output_config(mut config: Config, to: Option<i64>) -> Result<String, AppError> {
     let registry = server::registry()?;
     let disabled = config.disabled_plugins.clone();
     for registration in registry
@@ -132,6 +134,7 @@ pub fn output_config(mut config: Config) -> Result<String, AppError> {
     for (key, value) in Config::default().timeouts {
         config.timeouts.entry(key).or_insert(value);
     }
-    config.version = CONFIG_VERSION;
-    Ok(config::to_toml(&config))
+    let version = to.unwrap_or(CONFIG_VERSION);
+    config.version = version;
+    Ok(config::to_toml_version(&config, version))
 }

@@ -27,6 +27,8 @@ pub struct Cli {
     pub root: Option<String>,
     pub state: Option<String>,
     pub log_level: Option<String>,
+    /// `config … --to N`: the schema version to print (3 when not given).
+    pub to: Option<i64>,
 }
 
 /// A command line that cannot be understood.
@@ -38,6 +40,8 @@ pub enum CliError {
     MissingValue(String),
     #[error("unknown command {0:?}; see 'ctrd --help'")]
     UnknownCommand(String),
+    #[error("--to {0}: ctrd writes config version 3 or 4")]
+    BadVersion(String),
 }
 
 pub const USAGE: &str = "\
@@ -48,6 +52,10 @@ USAGE:
     ctrd [FLAGS] config default       print the default configuration
     ctrd [FLAGS] config dump          print the configuration in use (after imports and migration)
     ctrd [FLAGS] config migrate       same as dump: the configuration in the current version
+        [--to 3|4]                    with config default/dump/migrate: the version to write
+                                      (3, containerd 2.0-2.2's layout, unless 4 is asked for)
+    ctrd check [-a SOCK] [-c CFG] [--timeout 2s] [--wait 30s] [--quiet]
+                                      ask whether the daemon is serving (exit 0/1/2, 3 usage)
 
 FLAGS:
     -c, --config <path>     configuration file (default /etc/ctrd/config.toml, read if it exists)
@@ -74,6 +82,7 @@ impl Cli {
             root: None,
             state: None,
             log_level: None,
+            to: None,
         };
         let mut positional = Vec::new();
         let mut args = args.into_iter().map(Into::into);
@@ -103,6 +112,13 @@ impl Cli {
                 "root" => cli.root = Some(value(&flag)?),
                 "state" => cli.state = Some(value(&flag)?),
                 "l" | "log-level" => cli.log_level = Some(value(&flag)?),
+                "to" => {
+                    let text = value(&flag)?;
+                    match text.parse::<i64>() {
+                        Ok(v @ 3..=4) => cli.to = Some(v),
+                        _ => return Err(CliError::BadVersion(text)),
+                    }
+                }
                 "v" | "version" => cli.command = Command::Version,
                 "h" | "help" => cli.command = Command::Help,
                 _ => return Err(CliError::UnknownFlag(flag)),
@@ -163,6 +179,17 @@ mod tests {
         assert_eq!(cmd(&["config", "migrate"]), Command::ConfigDump);
         assert_eq!(cmd(&["--version"]), Command::Version);
         assert_eq!(cmd(&["-h"]), Command::Help);
+    }
+
+    #[test]
+    fn config_output_version() {
+        let cli = Cli::parse(["config", "migrate", "--to", "4"]).expect("parse");
+        assert_eq!((cli.command, cli.to), (Command::ConfigDump, Some(4)));
+        assert_eq!(
+            Cli::parse(["config", "dump", "--to=5"]).expect_err("5"),
+            CliError::BadVersion("5".into())
+        );
+        assert_eq!(Cli::parse(["config", "dump"]).expect("parse").to, None);
     }
 
     #[test]

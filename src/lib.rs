@@ -2,6 +2,7 @@
 //!
 //! The map of the crate, one line per module:
 //! - [`app`]: what `main` does with a command line (load config, apply flags, run or print).
+//! - [`check`]: `ctrd check`, the Health probe for shell scripts.
 //! - [`cli`]: flags and subcommands.
 //! - [`config`]: containerd's config schema, imports and merging, migration, TOML output.
 //! - [`content`]: the local content-addressed store (blobs and resumable ingests).
@@ -29,6 +30,7 @@
 
 pub mod api;
 pub mod app;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod content;

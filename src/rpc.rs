@@ -77,6 +77,8 @@ pub struct Call {
     peer: String,
     cancelled: Arc<AtomicBool>,
     started: Instant,
+    /// Headers a unary handler adds to its answer.
+    reply_headers: parking_lot::Mutex<Vec<(String, String)>>,
 }
 
 impl Call {
@@ -99,6 +101,7 @@ impl Call {
             peer: ctx.peer(),
             cancelled: Arc::new(AtomicBool::new(false)),
             started: Instant::now(),
+            reply_headers: Default::default(),
         };
         log::debug!(
             "rpc /{service}/{method} namespace={:?} ttrpc-namespace={:?}",
@@ -124,7 +127,20 @@ impl Call {
             peer: "test".into(),
             cancelled: Arc::new(AtomicBool::new(false)),
             started: Instant::now(),
+            reply_headers: Default::default(),
         }
+    }
+
+    /// Adds a header to a unary call's answer (ASCII key and value).
+    pub fn add_reply_header(&self, key: &str, value: &str) {
+        self.reply_headers
+            .lock()
+            .push((key.to_string(), value.to_string()));
+    }
+
+    /// The headers added with [`Call::add_reply_header`].
+    pub fn reply_headers(&self) -> Vec<(String, String)> {
+        self.reply_headers.lock().clone()
     }
 
     /// The full service name, e.g. `containerd.services.version.v1.Version`.
@@ -377,6 +393,17 @@ pub fn unary<Req, Resp>(
     call.received();
     let result = f(&call, req);
     let code = code_of(&result);
+    let mut sink = sink;
+    let extra = call.reply_headers();
+    if !extra.is_empty() {
+        let mut meta = grpcio::MetadataBuilder::with_capacity(extra.len());
+        for (key, value) in &extra {
+            if let Err(err) = meta.add_str(key, value) {
+                log::debug!("reply header {key}: {err}");
+            }
+        }
+        sink.set_headers(meta.build());
+    }
     match result {
         Ok(resp) => {
             call.sent();

@@ -507,6 +507,103 @@ pub fn dir_entry_types(dir: &std::path::Path) -> io::Result<Vec<(std::ffi::OsStr
     Ok(out)
 }
 
+/// Takes ownership of descriptor `fd`, inherited from the process that started us (systemd's
+/// socket activation), and marks it close-on-exec so children (shims) do not inherit it.
+/// Call it once per descriptor, at start-up, before anything else may own that number.
+pub fn take_inherited_fd(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_GETFD only reads the descriptor's flags; a closed number reports EBADF.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above; setting FD_CLOEXEC changes only this descriptor's flags.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the descriptor is open (checked above) and was handed to this process by its
+    // parent; the caller takes it exactly once, so nothing else owns or closes it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// What kind of socket a descriptor is: (domain, type, listening), e.g.
+/// `(AF_UNIX, SOCK_STREAM, true)`; an error (ENOTSOCK) for anything that is not a socket.
+pub fn socket_kind(fd: &OwnedFd) -> io::Result<(i32, i32, bool)> {
+    let option = |name: libc::c_int| -> io::Result<i32> {
+        let mut value: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: the buffer and length are valid and sized for an int option; the
+        // descriptor is kept open by `fd` for the call.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                name,
+                (&mut value as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(value)
+    };
+    Ok((
+        option(libc::SO_DOMAIN)?,
+        option(libc::SO_TYPE)?,
+        option(libc::SO_ACCEPTCONN)? != 0,
+    ))
+}
+
+/// The group id of group `name` from the system's group database; `None` when there is no
+/// such group.
+pub fn group_id(name: &str) -> io::Result<Option<u32>> {
+    let c_name = std::ffi::CString::new(name)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in group name"))?;
+    let mut buf = vec![0u8; 4096];
+    loop {
+        // SAFETY: group is plain data that getgrnam_r fills in.
+        let mut group: libc::group = unsafe { std::mem::zeroed() };
+        let mut result: *mut libc::group = std::ptr::null_mut();
+        // SAFETY: every pointer is valid for the call and `buf` is sized as passed; the
+        // strings getgrnam_r stores point into `buf`, which we do not read afterwards.
+        let rc = unsafe {
+            libc::getgrnam_r(
+                c_name.as_ptr(),
+                &mut group,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                &mut result,
+            )
+        };
+        if rc == libc::ERANGE && buf.len() < (1 << 20) {
+            buf.resize(buf.len() * 2, 0);
+            continue;
+        }
+        if rc != 0 {
+            return Err(io::Error::from_raw_os_error(rc));
+        }
+        return Ok(if result.is_null() {
+            None
+        } else {
+            Some(group.gr_gid)
+        });
+    }
+}
+
+/// Hands an accepted connection to a started gRPC server, which serves it like one it had
+/// accepted itself (used for listening sockets gRPC core did not create).
+pub fn grpc_serve_connection(
+    server: &mut grpcio::Server,
+    stream: std::os::unix::net::UnixStream,
+) -> io::Result<()> {
+    stream.set_nonblocking(true)?;
+    let fd = std::os::fd::IntoRawFd::into_raw_fd(stream);
+    // SAFETY: `fd` is a connected stream socket we own; ownership passes to gRPC core, which
+    // closes it with the connection, and nothing here touches it again.
+    unsafe { server.add_channel_from_fd(fd) };
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

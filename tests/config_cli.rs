@@ -138,7 +138,7 @@ fn unsupported_version_is_fatal() {
         "version5",
         "version = 5\n",
         &[],
-        "expected containerd config version equal to or less than `3`, got `5`",
+        "expected containerd config version equal to or less than `4`, got `5`",
     );
 }
 

@@ -49,7 +49,7 @@ pub mod health {
     pub use super::generated::health::{
         HealthCheckRequest, HealthCheckResponse, HealthListRequest, HealthListResponse,
     };
-    pub use super::glue::health_grpc::{create_health, Health, HealthClient};
+    pub use super::glue::health_grpc::{create_health, Health, HealthClient, METHOD_HEALTH_CHECK};
 }
 
 /// `containerd.types`.

@@ -5,8 +5,9 @@
 //!    already loaded (same cleaned absolute path) is skipped, so import cycles end.
 //! 3. Read and parse it; a syntax or type error is fatal with row and column; keys the schema
 //!    does not know are warned about and ignored.
-//! 4. Check its version (missing or 0 means 1, above [`CONFIG_VERSION`] is an error) and
-//!    migrate it on its own, warning that it was migrated.
+//! 4. Check its version (missing or 0 means 1, above [`MAX_CONFIG_VERSION`] is an error) and
+//!    migrate it on its own, warning that it was migrated; a version-4 file's server
+//!    sections are mapped onto the top-level tables ctrd works with (`v4.rs`).
 //! 5. Merge it over what is loaded so far (`merge.rs`), then queue the files its own
 //!    `imports` name, resolved against its directory (`imports.rs`).
 //! 6. Decode the merged table and check the plugin URIs in `disabled_plugins` and
@@ -17,8 +18,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::{imports, keys, merge, migrate};
-use super::{Config, ConfigError, PluginMigration, CONFIG_VERSION};
+use super::{imports, keys, merge, migrate, v4};
+use super::{Config, ConfigError, PluginMigration, CONFIG_VERSION, MAX_CONFIG_VERSION};
 
 /// Loads `path` (which must exist), resolves imports, migrates every file to
 /// [`CONFIG_VERSION`], merges, validates, and returns the result over [`Config::default`].
@@ -69,11 +70,14 @@ fn read_file(path: &Path, migrations: &[PluginMigration]) -> Result<toml::Table,
         Some(v) if v > 0 => v,
         _ => 1,
     };
-    if version > CONFIG_VERSION {
+    if version > MAX_CONFIG_VERSION {
         return Err(ConfigError::Version {
-            max: CONFIG_VERSION,
+            max: MAX_CONFIG_VERSION,
             got: version,
         });
+    }
+    if version == 4 {
+        v4::into_core(path, &mut table);
     }
     if version < CONFIG_VERSION {
         migrate::migrate(path, &mut table, version, migrations)?;
@@ -118,9 +122,9 @@ fn syntax_error(path: &Path, text: &str, err: toml::de::Error) -> ConfigError {
 }
 
 fn validate(config: &Config) -> Result<(), ConfigError> {
-    if config.version > CONFIG_VERSION {
+    if config.version > MAX_CONFIG_VERSION {
         return Err(ConfigError::Version {
-            max: CONFIG_VERSION,
+            max: MAX_CONFIG_VERSION,
             got: config.version,
         });
     }
@@ -369,15 +373,15 @@ mod tests {
     #[test]
     fn an_import_above_the_supported_version_is_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
-        write(dir.path(), "next.toml", "version = 4\n");
+        write(dir.path(), "next.toml", "version = 5\n");
         let main = write(
             dir.path(),
             "main.toml",
             "version = 3\nimports = ['next.toml']\n",
         );
         assert_eq!(
-            load(&main, &[]).expect_err("v4").to_string(),
-            "expected containerd config version equal to or less than `3`, got `4`"
+            load(&main, &[]).expect_err("v5").to_string(),
+            "expected containerd config version equal to or less than `4`, got `5`"
         );
     }
 
@@ -385,8 +389,39 @@ mod tests {
     fn version_five_is_refused() {
         assert_eq!(
             load_text("version = 5\n").expect_err("v5").to_string(),
-            "expected containerd config version equal to or less than `3`, got `5`"
+            "expected containerd config version equal to or less than `4`, got `5`"
         );
+    }
+
+    #[test]
+    fn version_four_maps_onto_the_same_listeners() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write(
+            dir.path(),
+            "v3.toml",
+            "version = 3\n[grpc]\ngid = 5\n[debug]\nlevel = 'debug'\n",
+        );
+        let main = write(
+            dir.path(),
+            "main.toml",
+            "version = 4\nimports = ['v3.toml']\n\
+             [debug]\nlevel = 'info'\nlog_trace_id = true\n\
+             [plugins.'io.containerd.server.v1.grpc']\naddress = '/run/v4/c.sock'\nuid = 0\n\
+             [plugins.'io.containerd.server.v1.ttrpc']\naddress = '/run/v4/t.sock'\n\
+             [plugins.'io.containerd.server.v1.debug']\naddress = '/run/v4/debug.sock'\n\
+             [plugins.'io.containerd.server.v1.metrics']\naddress = '127.0.0.1:1338'\n\
+             [plugins.'io.containerd.gc.v1.scheduler']\nstartup_delay = '1s'\n",
+        );
+        let (config, warned) = warnings(|| load(&main, &[]).expect("load"));
+        assert!(warned.is_empty(), "a v4 file is not migrated: {warned:?}");
+        assert_eq!(config.grpc.address, "/run/v4/c.sock");
+        assert_eq!(config.grpc.gid, 5, "the v3 import still applies");
+        assert_eq!(config.ttrpc.address, "/run/v4/t.sock");
+        assert_eq!(config.debug.address, "/run/v4/debug.sock");
+        assert_eq!(config.debug.level, "debug");
+        assert_eq!(config.metrics.address, "127.0.0.1:1338");
+        assert!(!config.plugins.contains_key("io.containerd.server.v1.grpc"));
+        assert!(config.plugins.contains_key("io.containerd.gc.v1.scheduler"));
     }
 
     #[test]

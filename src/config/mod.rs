@@ -1,4 +1,6 @@
-//! containerd's daemon configuration (the version-3 schema of containerd 2.0–2.2) for ctrd.
+//! containerd's daemon configuration for ctrd: the version-3 schema of containerd 2.0–2.2,
+//! and version 4 (containerd 2.3+, listeners in `io.containerd.server.v1.*` sections, `v4.rs`)
+//! mapped onto it.
 //!
 //! What it owns:
 //! - the typed schema and its defaults ([`Config`], `schema.rs`);
@@ -26,13 +28,14 @@ mod plugin;
 mod schema;
 #[cfg(test)]
 mod testlog;
+mod v4;
 
 use std::path::PathBuf;
 
 pub use duration::{format_duration, parse_duration, parse_timeouts, GoDuration};
 pub use load::load;
 pub use migrate::short_id_to_uri;
-pub use output::to_toml;
+pub use output::{to_toml, to_toml_version};
 pub use plugin::decode_plugin;
 pub use schema::{
     default_stream_processors, default_timeouts, CgroupConfig, Config, DebugConfig, GrpcConfig,
@@ -40,8 +43,11 @@ pub use schema::{
     DEFAULT_MAX_MESSAGE_SIZE,
 };
 
-/// The schema version ctrd reads and writes (containerd 2.0–2.2's layout).
+/// The schema version ctrd works in and writes by default (containerd 2.0–2.2's layout).
 pub const CONFIG_VERSION: i64 = 3;
+
+/// The newest schema version ctrd reads (and writes when asked): containerd 2.3's.
+pub const MAX_CONFIG_VERSION: i64 = 4;
 
 /// A per-plugin config migration: called once per version step `from_version` (1, then 2)
 /// with the `plugins` table of the file being migrated.

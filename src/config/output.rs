@@ -10,7 +10,9 @@
 //!
 //! The struct parts of [`Config`] keep containerd's field order: top-level values, `[grpc]`,
 //! `[ttrpc]`, `[debug]`, `[metrics]`, `[plugins]` (sorted by URI), `[cgroup]`,
-//! `[proxy_plugins]` (only when there are any), `[timeouts]`, `[stream_processors]`.
+//! `[proxy_plugins]` (only when there are any), `[timeouts]`, `[stream_processors]`. In
+//! version 4 the listener tables become `io.containerd.server.v1.*` plugin sections and
+//! `[debug]` keeps `level`, `format` and `log_trace_id`.
 
 use std::fmt::Write as _;
 
@@ -24,16 +26,22 @@ enum Node {
     Tables(Vec<Vec<(String, Node)>>),
 }
 
-/// The config as text; loading it back gives the same config.
+/// The config as version-3 text; loading it back gives the same config.
 pub fn to_toml(config: &Config) -> String {
+    to_toml_version(config, 3)
+}
+
+/// The config as text in schema `version` (3 or 4); loading it back gives the same config.
+pub fn to_toml_version(config: &Config, version: i64) -> String {
     let mut out = String::new();
-    write_table(&mut out, &mut Vec::new(), &config_entries(config));
+    write_table(&mut out, &mut Vec::new(), &config_entries(config, version));
     out
 }
 
-fn config_entries(config: &Config) -> Vec<(String, Node)> {
+fn config_entries(config: &Config, version: i64) -> Vec<(String, Node)> {
+    let v4 = version >= 4;
     let mut root = vec![
-        value("version", config.version),
+        value("version", version),
         value("root", config.root.as_str()),
         value("state", config.state.as_str()),
         value("temp", config.temp.as_str()),
@@ -49,54 +57,79 @@ fn config_entries(config: &Config) -> Vec<(String, Node)> {
     ]);
 
     let grpc = &config.grpc;
-    root.push(table(
-        "grpc",
-        vec![
-            value("address", grpc.address.as_str()),
-            value("tcp_address", grpc.tcp_address.as_str()),
-            value("tcp_tls_ca", grpc.tcp_tls_ca.as_str()),
-            value("tcp_tls_cert", grpc.tcp_tls_cert.as_str()),
-            value("tcp_tls_key", grpc.tcp_tls_key.as_str()),
-            value("uid", i64::from(grpc.uid)),
-            value("gid", i64::from(grpc.gid)),
-            value("max_recv_message_size", grpc.max_recv_message_size),
-            value("max_send_message_size", grpc.max_send_message_size),
-            value("tcp_tls_common_name", grpc.tcp_tls_common_name.as_str()),
-        ],
-    ));
+    let mut grpc_entries = vec![
+        value("address", grpc.address.as_str()),
+        value("tcp_address", grpc.tcp_address.as_str()),
+        value("tcp_tls_ca", grpc.tcp_tls_ca.as_str()),
+        value("tcp_tls_cert", grpc.tcp_tls_cert.as_str()),
+        value("tcp_tls_key", grpc.tcp_tls_key.as_str()),
+        value("uid", i64::from(grpc.uid)),
+        value("gid", i64::from(grpc.gid)),
+        value("max_recv_message_size", grpc.max_recv_message_size),
+        value("max_send_message_size", grpc.max_send_message_size),
+        value("tcp_tls_common_name", grpc.tcp_tls_common_name.as_str()),
+    ];
+    if !grpc.group.is_empty() {
+        grpc_entries.push(value("group", grpc.group.as_str()));
+    }
+    if !v4 {
+        root.push(table("grpc", grpc_entries));
+    }
     let ttrpc = &config.ttrpc;
-    root.push(table(
-        "ttrpc",
-        vec![
-            value("address", ttrpc.address.as_str()),
-            value("uid", i64::from(ttrpc.uid)),
-            value("gid", i64::from(ttrpc.gid)),
-        ],
-    ));
+    let mut ttrpc_entries = vec![
+        value("address", ttrpc.address.as_str()),
+        value("uid", i64::from(ttrpc.uid)),
+        value("gid", i64::from(ttrpc.gid)),
+    ];
+    if !ttrpc.group.is_empty() {
+        ttrpc_entries.push(value("group", ttrpc.group.as_str()));
+    }
     let debug = &config.debug;
-    root.push(table(
-        "debug",
-        vec![
-            value("address", debug.address.as_str()),
-            value("uid", i64::from(debug.uid)),
-            value("gid", i64::from(debug.gid)),
-            value("level", debug.level.as_str()),
-            value("format", debug.format.as_str()),
-        ],
-    ));
-    root.push(table(
-        "metrics",
-        vec![
-            value("address", config.metrics.address.as_str()),
-            value("grpc_histogram", config.metrics.grpc_histogram),
-        ],
-    ));
+    if v4 {
+        root.push(table(
+            "debug",
+            vec![
+                value("level", debug.level.as_str()),
+                value("format", debug.format.as_str()),
+                value("log_trace_id", debug.log_trace_id),
+            ],
+        ));
+    } else {
+        root.push(table("ttrpc", ttrpc_entries));
+        root.push(table(
+            "debug",
+            vec![
+                value("address", debug.address.as_str()),
+                value("uid", i64::from(debug.uid)),
+                value("gid", i64::from(debug.gid)),
+                value("level", debug.level.as_str()),
+                value("format", debug.format.as_str()),
+            ],
+        ));
+        root.push(table(
+            "metrics",
+            vec![
+                value("address", config.metrics.address.as_str()),
+                value("grpc_histogram", config.metrics.grpc_histogram),
+            ],
+        ));
+    }
 
     let mut plugins: Vec<(String, Node)> = config
         .plugins
         .iter()
         .map(|(uri, section)| (uri.clone(), node(section)))
         .collect();
+    if v4 {
+        for (uri, section) in super::v4::plugin_sections(config) {
+            plugins.retain(|(existing, _)| existing != uri);
+            let entries = section
+                .into_iter()
+                .map(|(key, v)| (key.to_string(), Node::Value(v)))
+                .collect();
+            plugins.push((uri.to_string(), Node::Table(entries)));
+        }
+    }
     plugins.sort_by(|a, b| a.0.cmp(&b.0));
     root.push(("plugins".into(), Node::Table(plugins)));
 

@@ -48,6 +48,8 @@ pub struct GrpcConfig {
     pub max_recv_message_size: i64,
     pub max_send_message_size: i64,
     pub tcp_tls_common_name: String,
+    /// ctrd's own: the socket's group by name or number (instead of `gid`).
+    pub group: String,
 }
 
 /// The ttrpc socket; an empty address derives from the gRPC one.
@@ -57,6 +59,8 @@ pub struct TtrpcConfig {
     pub address: String,
     pub uid: u32,
     pub gid: u32,
+    /// ctrd's own: the socket's group by name or number (instead of `gid`).
+    pub group: String,
 }
 
 /// The debug endpoint and the log level and format.
@@ -68,6 +72,8 @@ pub struct DebugConfig {
     pub gid: u32,
     pub level: String,
     pub format: String,
+    /// containerd 2.3's trace-id log field (version 4 files); accepted, not used.
+    pub log_trace_id: bool,
 }
 
 /// The Prometheus endpoint.
@@ -124,6 +130,7 @@ impl Default for GrpcConfig {
             max_recv_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             max_send_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             tcp_tls_common_name: String::new(),
+            group: String::new(),
         }
     }
 }

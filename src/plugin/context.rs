@@ -10,15 +10,23 @@ use parking_lot::{Condvar, Mutex};
 use super::{properties, Meta, Set};
 use crate::errdefs::Error;
 
-/// Counts plugins that asked the daemon to wait for them before it reports ready.
+/// The plugins that asked the daemon to wait for them before it reports ready.
 #[derive(Clone, Default)]
 pub struct Readiness {
-    inner: Arc<(Mutex<usize>, Condvar)>,
+    inner: Arc<(Mutex<Pending>, Condvar)>,
+}
+
+#[derive(Default)]
+struct Pending {
+    next: u64,
+    /// Registration number → what it waits for (for health's answer).
+    waiting: BTreeMap<u64, String>,
 }
 
 /// Held by a plugin that has registered readiness; [`ReadyGuard::done`] reports it ready.
 pub struct ReadyGuard {
     readiness: Readiness,
+    number: u64,
     done: bool,
 }
 
@@ -29,32 +37,46 @@ impl Readiness {
 
     /// Registers one more plugin to wait for.
     pub fn register(&self) -> ReadyGuard {
-        *self.inner.0.lock() += 1;
+        self.register_named(String::new())
+    }
+
+    /// Registers one more plugin to wait for; `what` names it in [`Readiness::waiting_for`].
+    pub fn register_named(&self, what: String) -> ReadyGuard {
+        let mut pending = self.inner.0.lock();
+        let number = pending.next;
+        pending.next += 1;
+        pending.waiting.insert(number, what);
         ReadyGuard {
             readiness: self.clone(),
+            number,
             done: false,
         }
     }
 
     /// How many registered plugins have not reported ready yet.
     pub fn pending(&self) -> usize {
-        *self.inner.0.lock()
+        self.inner.0.lock().waiting.len()
+    }
+
+    /// What the registrations still pending wait for, in registration order.
+    pub fn waiting_for(&self) -> Vec<String> {
+        self.inner.0.lock().waiting.values().cloned().collect()
     }
 
     /// Blocks until every registered plugin has reported ready.
     pub fn wait(&self) {
-        let (count, cond) = &*self.inner;
-        let mut pending = count.lock();
-        while *pending > 0 {
+        let (pending, cond) = &*self.inner;
+        let mut pending = pending.lock();
+        while !pending.waiting.is_empty() {
             cond.wait(&mut pending);
         }
     }
 
-    fn release(&self) {
-        let (count, cond) = &*self.inner;
-        let mut pending = count.lock();
-        *pending = pending.saturating_sub(1);
-        if *pending == 0 {
+    fn release(&self, number: u64) {
+        let (pending, cond) = &*self.inner;
+        let mut pending = pending.lock();
+        pending.waiting.remove(&number);
+        if pending.waiting.is_empty() {
             cond.notify_all();
         }
     }
@@ -63,7 +85,7 @@ impl Readiness {
 impl ReadyGuard {
     pub fn done(mut self) {
         self.done = true;
-        self.readiness.release();
+        self.readiness.release(self.number);
     }
 }
 
@@ -72,7 +94,7 @@ impl Drop for ReadyGuard {
         // A guard dropped without `done` (for example by a panicking plugin) must not hold
         // the daemon's readiness forever; the failure itself is reported by the init result.
         if !self.done {
-            self.readiness.release();
+            self.readiness.release(self.number);
         }
     }
 }
@@ -89,6 +111,8 @@ pub struct InitContext {
     plugins: Set,
     readiness: Readiness,
     registered_readiness: bool,
+    /// The plugin's URI, naming its readiness registration.
+    uri: String,
 }
 
 impl InitContext {
@@ -107,7 +131,14 @@ impl InitContext {
             plugins,
             readiness,
             registered_readiness: false,
+            uri: String::new(),
         }
+    }
+
+    /// Names the plugin this context is for (its URI).
+    pub fn for_plugin(mut self, uri: &str) -> Self {
+        self.uri = uri.to_string();
+        self
     }
 
     /// The plugin's decoded config section.
@@ -156,8 +187,24 @@ impl InitContext {
     /// Asks the daemon to wait for this plugin before reporting ready. A plugin that fails
     /// after registering makes start-up fatal.
     pub fn register_readiness(&mut self) -> ReadyGuard {
+        self.register_readiness_for("")
+    }
+
+    /// [`InitContext::register_readiness`], saying what the plugin waits for (shown by
+    /// `ctrd check` while it is pending).
+    pub fn register_readiness_for(&mut self, what: &str) -> ReadyGuard {
         self.registered_readiness = true;
-        self.readiness.register()
+        let name = match (self.uri.is_empty(), what.is_empty()) {
+            (true, _) => what.to_string(),
+            (false, true) => self.uri.clone(),
+            (false, false) => format!("{} ({what})", self.uri),
+        };
+        self.readiness.register_named(name)
+    }
+
+    /// The daemon's readiness registrations (what is still pending, and waiting for it).
+    pub fn readiness(&self) -> Readiness {
+        self.readiness.clone()
     }
 
     pub fn registered_readiness(&self) -> bool {
@@ -178,6 +225,9 @@ mod tests {
         assert_eq!(readiness.pending(), 2);
         first.done();
         assert_eq!(readiness.pending(), 1);
+        let named = readiness.register_named("the disk".into());
+        assert_eq!(readiness.waiting_for(), ["", "the disk"]);
+        named.done();
         let (tx, rx) = crossbeam_channel::bounded(1);
         let waiter = {
             let readiness = readiness.clone();

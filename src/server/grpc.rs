@@ -1,6 +1,12 @@
-//! gRPC listeners (unix socket, TCP with optional TLS/mTLS): a grpcio server owned by its
-//! listener thread (see [`super::listener`]).
+//! gRPC listeners (unix socket, TCP with optional TLS/mTLS, a unix socket passed by systemd):
+//! a grpcio server owned by its listener thread (see [`super::listener`]).
+//!
+//! gRPC core cannot listen on a descriptor it did not create, so for a passed socket the
+//! listener thread accepts connections itself (mio, woken by the stop interrupt) and hands
+//! each one to the started server.
 
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +40,11 @@ pub enum Bind {
         address: String,
         credentials: ServerCredentials,
     },
+    /// A listening socket systemd passed; never unlinked or chmodded by ctrd.
+    Inherited {
+        listener: UnixListener,
+        label: String,
+    },
 }
 
 /// What a gRPC listener serves and how.
@@ -49,7 +60,17 @@ struct GrpcServing {
     name: &'static str,
     server: grpcio::Server,
     socket: Option<PathBuf>,
+    accept: Option<Acceptor>,
 }
+
+/// The accept loop of a passed socket.
+struct Acceptor {
+    listener: UnixListener,
+    poll: mio::Poll,
+}
+
+const LISTENER: mio::Token = mio::Token(0);
+const WAKE: mio::Token = mio::Token(1);
 
 /// Builds, binds and starts a gRPC server (run on the listener thread).
 pub fn start(
@@ -107,6 +128,21 @@ pub fn start(
             log::info!("serving gRPC on tcp {address}");
             None
         }
+        Bind::Inherited { listener, label } => {
+            let (acceptor, interrupt) =
+                Acceptor::new(listener).map_err(|err| fail(format!("{label}: {err}")))?;
+            server.start();
+            log::info!("serving gRPC on the socket systemd passed ({label})");
+            return Ok((
+                Box::new(GrpcServing {
+                    name,
+                    server,
+                    socket: None,
+                    accept: Some(acceptor),
+                }),
+                Some(interrupt),
+            ));
+        }
     };
     server.start();
     Ok((
@@ -114,15 +150,76 @@ pub fn start(
             name,
             server,
             socket: socket_path,
+            accept: None,
         }),
         None,
     ))
 }
 
+impl Acceptor {
+    fn new(listener: UnixListener) -> std::io::Result<(Acceptor, Interrupt)> {
+        listener.set_nonblocking(true)?;
+        let poll = mio::Poll::new()?;
+        poll.registry().register(
+            &mut mio::unix::SourceFd(&listener.as_raw_fd()),
+            LISTENER,
+            mio::Interest::READABLE,
+        )?;
+        let waker = mio::Waker::new(poll.registry(), WAKE)?;
+        let interrupt: Interrupt = Box::new(move || {
+            let _ = waker.wake();
+        });
+        Ok((Acceptor { listener, poll }, interrupt))
+    }
+
+    /// Hands every new connection to `server` until `stop` fires.
+    fn serve(
+        mut self,
+        name: &str,
+        server: &mut grpcio::Server,
+        stop: &Receiver<()>,
+    ) -> Result<(), String> {
+        let mut events = mio::Events::with_capacity(4);
+        loop {
+            if !matches!(stop.try_recv(), Err(crossbeam_channel::TryRecvError::Empty)) {
+                return Ok(());
+            }
+            match self.poll.poll(&mut events, None) {
+                Ok(()) => {}
+                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(err) => return Err(format!("poll: {err}")),
+            }
+            // Edge-triggered: take every pending connection.
+            loop {
+                match self.listener.accept() {
+                    Ok((stream, _)) => {
+                        if let Err(err) = crate::sys::grpc_serve_connection(server, stream) {
+                            log::warn!("{name}: dropped a connection: {err}");
+                        }
+                    }
+                    Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(err) => {
+                        log::warn!("{name}: accept: {err}");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
 impl Serving for GrpcServing {
     fn run(mut self: Box<Self>, stop: Receiver<()>) -> Result<(), String> {
-        let _ = stop.recv();
+        let served = match self.accept.take() {
+            Some(acceptor) => acceptor.serve(self.name, &mut self.server, &stop),
+            None => {
+                let _ = stop.recv();
+                Ok(())
+            }
+        };
         shut_down(self.name, &mut self.server);
+        served?;
         if let Some(path) = &self.socket {
             socket::remove(path);
         }

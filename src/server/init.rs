@@ -97,7 +97,8 @@ fn init_in_order(
             config.clone(),
             set.clone(),
             readiness.clone(),
-        );
+        )
+        .for_plugin(&uri);
         let result = catch_unwind(AssertUnwindSafe(|| (registration.init)(&mut ic)))
             .unwrap_or_else(|_| Err(Error::internal("plugin init panicked")));
         if let Err(err) = &result {

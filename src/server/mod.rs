@@ -1,6 +1,8 @@
 //! Boot and stop: the main thread's event loop and the threads it owns.
 //!
 //! Protocol (all messages are [`Event`]s on one crossbeam channel read by the main thread):
+//! 0. Take the sockets systemd passed (`fd://` addresses) and clear its variables, resolve
+//!    socket groups (`activation.rs`): this touches the environment, so no thread exists yet.
 //! 1. Block SIGTERM/SIGINT/SIGUSR1 and start `ctrd-signals` before any other thread exists,
 //!    so every later thread inherits the mask and no signal is lost during boot.
 //! 2. Create the top-level directories, apply `oom_score` and `cgroup.path`, check
@@ -13,10 +15,12 @@
 //! 5. Once all are ready, `ctrd-ready` waits for plugin readiness and sends [`Event::Ready`]:
 //!    health turns SERVING, `READY=1` goes to systemd.
 //! 6. SIGUSR1 dumps every thread's stack. SIGTERM/SIGINT (or a listener that dies on its
-//!    own) stop the daemon: `STOPPING=1`, health NOT_SERVING, listeners stopped (in-flight
+//!    own) stop the daemon: `STOPPING=1`, health NOT_SERVING, the healthcheck plugin's
+//!    `shutdown_drain` (cut short by a second signal), listeners stopped (in-flight
 //!    calls drained, then cancelled), plugins closed in reverse init order, socket files
 //!    removed. A dead listener makes the exit status non-zero.
 
+mod activation;
 mod apply;
 mod dirs;
 mod grpc;
@@ -28,6 +32,7 @@ pub mod profile;
 mod signals;
 mod socket;
 pub mod stacks;
+mod summary;
 mod tls;
 mod ttrpc;
 
@@ -99,19 +104,22 @@ pub enum Event {
 }
 
 /// Runs the daemon until it is stopped; `Ok` means a clean stop on a signal.
-pub fn run(config: Config) -> Result<(), ServerError> {
+pub fn run(mut config: Config) -> Result<(), ServerError> {
     let started = Instant::now();
+    let passed = activation::Passed::from_env();
+    let endpoints = activation::resolve(&mut config, passed)?;
     // gRPC core's own diagnostics (TLS handshake failures…) go through our logger.
     grpcio::redirect_log();
     let (tx, rx) = crossbeam_channel::unbounded();
     let signals = signals::SignalThread::start(tx.clone())?;
-    let result = boot_and_serve(config, started, &tx, &rx);
+    let result = boot_and_serve(config, endpoints, started, &tx, &rx);
     signals.stop();
     result
 }
 
 fn boot_and_serve(
     config: Config,
+    mut endpoints: activation::Endpoints,
     started: Instant,
     tx: &Sender<Event>,
     rx: &crossbeam_channel::Receiver<Event>,
@@ -175,8 +183,9 @@ fn boot_and_serve(
         set,
         listeners: Vec::new(),
         health,
+        ttrpc_serving: false,
     };
-    let expected = match daemon.start_listeners(&config, started, tx) {
+    let expected = match daemon.start_listeners(&config, &mut endpoints, started, tx) {
         Ok(expected) => expected,
         Err(err) => {
             daemon.stop();
@@ -189,6 +198,7 @@ fn boot_and_serve(
             Event::Signal(sig) if sig == libc::SIGUSR1 => stacks::dump_to_log_and_file(),
             Event::Signal(sig) => {
                 log::info!("received signal {}", signal_name(sig));
+                daemon.drain(rx);
                 break Ok(());
             }
             Event::ListenerReady(name) => {
@@ -205,10 +215,15 @@ fn boot_and_serve(
                     health.set_serving();
                 }
                 notify::notify("READY=1");
+                let took = started.elapsed();
+                log::info!("ctrd successfully booted in {:.6}s", took.as_secs_f64());
                 log::info!(
-                    "ctrd successfully booted in {:.6}s",
-                    started.elapsed().as_secs_f64()
+                    "{}",
+                    summary::startup_line(&config, daemon.ttrpc_serving, &daemon.set, took)
                 );
+                for line in summary::plugin_lines(&daemon.set) {
+                    log::debug!("{line}");
+                }
             }
             Event::Init(_) => {}
         }
@@ -233,14 +248,44 @@ struct Daemon {
     set: Set,
     listeners: Vec<Listener>,
     health: Option<Arc<HealthService>>,
+    ttrpc_serving: bool,
 }
 
 impl Daemon {
+    /// Shutdown has begun: answer NOT_SERVING for the configured drain before anything
+    /// closes; a second SIGTERM/SIGINT ends the wait.
+    fn drain(&self, rx: &crossbeam_channel::Receiver<Event>) {
+        let Some(health) = &self.health else { return };
+        let drain = health.drain();
+        if drain.is_zero() {
+            return;
+        }
+        notify::notify("STOPPING=1");
+        health.set_stopping();
+        log::info!(
+            "draining for {}: health answers NOT_SERVING until the listeners close",
+            config::format_duration(drain)
+        );
+        let deadline = Instant::now() + drain;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match rx.recv_timeout(left) {
+                Ok(Event::Signal(sig)) if sig != libc::SIGUSR1 => {
+                    log::info!("received signal {}: ending the drain", signal_name(sig));
+                    return;
+                }
+                Ok(Event::Signal(_)) => stacks::dump_to_log_and_file(),
+                Ok(_) => {}
+                Err(_) => return,
+            }
+        }
+    }
+
     /// Starts every configured listener, each on its own thread; returns how many will
     /// report ready.
     fn start_listeners(
         &mut self,
         config: &Config,
+        endpoints: &mut activation::Endpoints,
         started: Instant,
         tx: &Sender<Event>,
     ) -> Result<usize, ServerError> {
@@ -269,12 +314,19 @@ impl Daemon {
         }
 
         let services = self.grpc_services(|g| g.grpc_services());
-        let unix = GrpcSettings {
-            bind: Bind::Unix {
+        let bind = match endpoints.grpc.take() {
+            Some(inherited) => Bind::Inherited {
+                listener: inherited.listener,
+                label: inherited.label,
+            },
+            None => Bind::Unix {
                 path: PathBuf::from(&config.grpc.address),
                 uid: config.grpc.uid,
                 gid: config.grpc.gid,
             },
+        };
+        let unix = GrpcSettings {
+            bind,
             max_recv_message_size: config.grpc.max_recv_message_size,
             max_send_message_size: config.grpc.max_send_message_size,
             cq_threads: 1,
@@ -323,11 +375,19 @@ impl Daemon {
         if methods.is_empty() || config.ttrpc.address.is_empty() {
             log::info!("no ttrpc services or address: not serving ttrpc");
         } else {
-            let path = PathBuf::from(&config.ttrpc.address);
-            let (uid, gid) = (config.ttrpc.uid, config.ttrpc.gid);
-            self.spawn("ctrd-ttrpc", tx, move || {
-                ttrpc::start(path, uid, gid, methods)
-            })?;
+            let bind = match endpoints.ttrpc.take() {
+                Some(inherited) => ttrpc::TtrpcBind::Inherited {
+                    listener: inherited.listener,
+                    label: inherited.label,
+                },
+                None => ttrpc::TtrpcBind::Path {
+                    path: PathBuf::from(&config.ttrpc.address),
+                    uid: config.ttrpc.uid,
+                    gid: config.ttrpc.gid,
+                },
+            };
+            self.spawn("ctrd-ttrpc", tx, move || ttrpc::start(bind, methods))?;
+            self.ttrpc_serving = true;
         }
 
         if !config.debug.address.is_empty() {

@@ -1,5 +1,6 @@
 //! Unix socket files the way containerd makes them: parent directory 0770 when created,
-//! stale file removed, socket 0660, owner set to the configured uid/gid.
+//! stale file removed, socket 0660, owner set to the configured uid/gid. The group may also
+//! be given by name (`group = "ctrd"`), resolved once at start.
 
 use std::fs;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -56,10 +57,57 @@ pub fn remove(path: &Path) {
     }
 }
 
+/// The gid a socket of `section` gets: `group` (a name or a number) when set, else `gid`.
+/// An unknown name, or a `gid` that disagrees with `group`, is an error naming them.
+pub fn group(section: &str, gid: u32, group: &str) -> Result<u32, ServerError> {
+    if group.is_empty() {
+        return Ok(gid);
+    }
+    let resolved = match group.parse::<u32>() {
+        Ok(number) => number,
+        Err(_) => match crate::sys::group_id(group) {
+            Ok(Some(number)) => number,
+            Ok(None) => {
+                return Err(ServerError::Socket(format!(
+                    "{section} group {group:?}: no such group"
+                )))
+            }
+            Err(err) => {
+                return Err(ServerError::Socket(format!(
+                    "{section} group {group:?}: looking it up: {err}"
+                )))
+            }
+        },
+    };
+    if gid != 0 && gid != resolved {
+        return Err(ServerError::Socket(format!(
+            "{section} gid = {gid} and group = {group:?} (gid {resolved}) disagree; set one of them"
+        )));
+    }
+    Ok(resolved)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::unix::net::UnixListener;
+
+    #[test]
+    fn group_by_name_or_number() {
+        assert_eq!(group("[grpc]", 7, "").expect("gid alone"), 7);
+        assert_eq!(group("[grpc]", 0, "1234").expect("number"), 1234);
+        assert_eq!(group("[grpc]", 0, "root").expect("name"), 0);
+        assert_eq!(group("[grpc]", 1234, "1234").expect("agreeing"), 1234);
+        let err = group("[grpc]", 0, "no-such-group-here").expect_err("unknown");
+        assert_eq!(
+            err.to_string(),
+            "[grpc] group \"no-such-group-here\": no such group"
+        );
+        let err = group("[ttrpc]", 5, "1234").expect_err("disagree");
+        assert!(err
+            .to_string()
+            .starts_with("[ttrpc] gid = 5 and group = \"1234\""));
+    }
 
     #[test]
     fn too_long_path_is_refused() {

@@ -3,7 +3,8 @@
 //! `UnixSocketRequireSameUser`.
 
 use std::collections::HashMap;
-use std::os::fd::RawFd;
+use std::os::fd::{IntoRawFd, RawFd};
+use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 
 use crossbeam_channel::Receiver;
@@ -37,21 +38,45 @@ impl AcceptHook for SameUser {
 
 struct TtrpcServing {
     server: ttrpc::Server,
-    path: PathBuf,
+    /// The socket file ctrd created (none for a socket systemd passed).
+    path: Option<PathBuf>,
 }
 
-/// Binds and starts the ttrpc server on `path` with `methods`.
+/// Where the ttrpc listener listens.
+pub enum TtrpcBind {
+    /// A socket file ctrd creates (and removes at exit).
+    Path { path: PathBuf, uid: u32, gid: u32 },
+    /// A listening socket systemd passed; never unlinked or chmodded by ctrd.
+    Inherited {
+        listener: UnixListener,
+        label: String,
+    },
+}
+
+/// Binds and starts the ttrpc server with `methods`.
 pub fn start(
-    path: PathBuf,
-    uid: u32,
-    gid: u32,
+    bind: TtrpcBind,
     methods: HashMap<String, Box<dyn ttrpc::MethodHandler + Send + Sync>>,
 ) -> Result<(Box<dyn Serving>, Option<Interrupt>), ServerError> {
     let fail = |err: String| ServerError::Listener("ctrd-ttrpc", err);
-    socket::prepare(&path, uid, gid)?;
-    let mut server = ttrpc::Server::new()
-        .bind(&format!("unix://{}", path.display()))
-        .map_err(|err| fail(format!("listen on {}: {err}", path.display())))?
+    let (server, path, label) = match bind {
+        TtrpcBind::Path { path, uid, gid } => {
+            socket::prepare(&path, uid, gid)?;
+            let server = ttrpc::Server::new()
+                .bind(&format!("unix://{}", path.display()))
+                .map_err(|err| fail(format!("listen on {}: {err}", path.display())))?;
+            socket::secure(&path, uid, gid)?;
+            let label = path.display().to_string();
+            (server, Some(path), label)
+        }
+        TtrpcBind::Inherited { listener, label } => {
+            let server = ttrpc::Server::new()
+                .add_listener(listener.into_raw_fd())
+                .map_err(|err| fail(format!("{label}: {err}")))?;
+            (server, None, format!("the socket systemd passed ({label})"))
+        }
+    };
+    let mut server = server
         .register_service(methods)
         .set_thread_count_min(1)
         .set_thread_count_default(2)
@@ -59,11 +84,10 @@ pub fn start(
         .set_accept_hook(SameUser {
             uid: sys::geteuid(),
         });
-    socket::secure(&path, uid, gid)?;
     server
         .start()
         .map_err(|err| fail(format!("start: {err}")))?;
-    log::info!("serving ttrpc on {}", path.display());
+    log::info!("serving ttrpc on {label}");
     Ok((Box::new(TtrpcServing { server, path }), None))
 }
 
@@ -73,7 +97,9 @@ impl Serving for TtrpcServing {
         let TtrpcServing { server, path } = *self;
         server.shutdown();
         // The sync server leaves its socket file behind.
-        socket::remove(&path);
+        if let Some(path) = path {
+            socket::remove(&path);
+        }
         Ok(())
     }
 }

@@ -2,20 +2,48 @@
 //!
 //! Unlike containerd, the status follows the daemon's real state: NOT_SERVING until every
 //! readiness registration has completed, SERVING while ready, NOT_SERVING again once
-//! shutdown begins (and open Watch streams then end).
+//! shutdown begins (and open Watch streams then end). A NOT_SERVING Check answer carries the
+//! reason in the `ctrd-health-reason` header (what readiness still waits for, or
+//! `stopping`); `ctrd check` prints it.
+//!
+//! The plugin's config (ctrd's own keys) decides what "ready" and "stopping" take:
+//! `wait_for_paths` holds readiness (and systemd's `READY=1`) until each path exists, checked
+//! every 100 ms on the `ctrd-health-wait` thread; `shutdown_drain` keeps the listeners open,
+//! answering NOT_SERVING, for that long after shutdown begins.
 
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
 
 use crate::api::health::{
     create_health, Health, HealthCheckRequest, HealthCheckResponse, HealthListRequest,
     HealthListResponse, ServingStatus,
 };
+use crate::config::GoDuration;
 use crate::errdefs::Error;
-use crate::plugin::{types, GrpcServices, Instance, Registration};
+use crate::plugin::{types, GrpcServices, Instance, Readiness, Registration};
 use crate::rpc::{Call, RpcResult, StreamSender};
+
+/// The header a NOT_SERVING Check answer explains itself in.
+pub const REASON_HEADER: &str = "ctrd-health-reason";
+
+/// How often `wait_for_paths` are looked for.
+const PATH_POLL: Duration = Duration::from_millis(100);
+
+/// `[plugins.'io.containerd.grpc.v1.healthcheck']` (ctrd's own keys).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HealthConfig {
+    /// Paths that must all exist before ctrd reports ready (a mounted data disk, a
+    /// network's config file…).
+    pub wait_for_paths: Vec<String>,
+    /// How long the listeners stay open, answering NOT_SERVING, once shutdown begins.
+    pub shutdown_drain: GoDuration,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -33,6 +61,8 @@ struct Watchers {
 pub struct HealthService {
     phase: Mutex<Phase>,
     watchers: Mutex<Watchers>,
+    readiness: Readiness,
+    drain: Duration,
 }
 
 impl Default for HealthService {
@@ -40,11 +70,39 @@ impl Default for HealthService {
         HealthService {
             phase: Mutex::new(Phase::Starting),
             watchers: Mutex::new(Watchers::default()),
+            readiness: Readiness::new(),
+            drain: Duration::ZERO,
         }
     }
 }
 
 impl HealthService {
+    /// How long to keep serving NOT_SERVING after shutdown begins (`shutdown_drain`).
+    pub fn drain(&self) -> Duration {
+        self.drain
+    }
+
+    /// Why the server is not serving, or `None` when it is.
+    pub fn reason(&self) -> Option<String> {
+        match *self.phase.lock() {
+            Phase::Serving => None,
+            Phase::Stopping => Some("stopping".into()),
+            Phase::Starting => {
+                let waiting: Vec<String> = self
+                    .readiness
+                    .waiting_for()
+                    .into_iter()
+                    .filter(|w| !w.is_empty())
+                    .collect();
+                Some(if waiting.is_empty() {
+                    "starting".into()
+                } else {
+                    format!("starting: waiting for {}", waiting.join(", "))
+                })
+            }
+        }
+    }
+
     /// Every readiness registration completed: report SERVING.
     pub fn set_serving(&self) {
         self.transition(Phase::Serving);
@@ -93,9 +151,12 @@ fn response(status: ServingStatus) -> HealthCheckResponse {
 }
 
 impl Health for HealthService {
-    fn check(&self, _call: &Call, req: HealthCheckRequest) -> RpcResult<HealthCheckResponse> {
+    fn check(&self, call: &Call, req: HealthCheckRequest) -> RpcResult<HealthCheckResponse> {
         if !req.service.is_empty() {
             return Err(Error::not_found("unknown service"));
+        }
+        if let Some(reason) = self.reason() {
+            call.add_reply_header(REASON_HEADER, &reason);
         }
         Ok(response(Self::status(*self.phase.lock())))
     }
@@ -159,10 +220,43 @@ impl GrpcServices for Services {
 
 /// `io.containerd.grpc.v1.healthcheck`.
 pub fn registration() -> Registration {
-    Registration::new(types::GRPC, "healthcheck", |_ic| {
-        let service = Arc::new(HealthService::default());
-        Ok(Instance::new(service.clone()).with_grpc(Arc::new(Services(service))))
+    Registration::new(types::GRPC, "healthcheck", |ic| {
+        let config = ic.config::<HealthConfig>()?.clone();
+        let service = Arc::new(HealthService {
+            readiness: ic.readiness(),
+            drain: config.shutdown_drain.0,
+            ..HealthService::default()
+        });
+        let mut instance = Instance::new(service.clone()).with_grpc(Arc::new(Services(service)));
+        if !config.wait_for_paths.is_empty() {
+            let paths: Vec<PathBuf> = config.wait_for_paths.iter().map(PathBuf::from).collect();
+            let what = format!("paths {}", config.wait_for_paths.join(", "));
+            let guard = ic.register_readiness_for(&what);
+            let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
+            log::info!(
+                "ready once these exist: {}",
+                config.wait_for_paths.join(", ")
+            );
+            std::thread::Builder::new()
+                .name("ctrd-health-wait".into())
+                .spawn(move || {
+                    while let Some(missing) = paths.iter().find(|p| !p.exists()) {
+                        log::debug!("still waiting for {}", missing.display());
+                        // The sender is dropped when the plugin closes.
+                        if let Err(crossbeam_channel::RecvTimeoutError::Disconnected) =
+                            stop_rx.recv_timeout(PATH_POLL)
+                        {
+                            return;
+                        }
+                    }
+                    guard.done();
+                })
+                .map_err(|err| Error::internal(format!("ctrd-health-wait thread: {err}")))?;
+            instance = instance.with_close(move || drop(stop_tx));
+        }
+        Ok(instance)
     })
+    .config::<HealthConfig>()
 }
 
 #[cfg(test)]
@@ -193,6 +287,35 @@ mod tests {
             ServingStatus::NOT_SERVING,
             "stopping is final"
         );
+    }
+
+    #[test]
+    fn not_serving_answers_say_why() {
+        let readiness = Readiness::new();
+        let h = HealthService {
+            readiness: readiness.clone(),
+            ..HealthService::default()
+        };
+        let guard = readiness.register_named("io.containerd.x.v1.slow (paths /mnt)".into());
+        let call = Call::for_test("grpc.health.v1.Health", "Check", &[]);
+        h.check(&call, HealthCheckRequest::default())
+            .expect("check");
+        assert_eq!(
+            call.reply_headers(),
+            [(
+                REASON_HEADER.to_string(),
+                "starting: waiting for io.containerd.x.v1.slow (paths /mnt)".to_string()
+            )]
+        );
+        guard.done();
+        assert_eq!(h.reason().as_deref(), Some("starting"));
+        h.set_serving();
+        let call = Call::for_test("grpc.health.v1.Health", "Check", &[]);
+        h.check(&call, HealthCheckRequest::default())
+            .expect("check");
+        assert!(call.reply_headers().is_empty(), "serving needs no reason");
+        h.set_stopping();
+        assert_eq!(h.reason().as_deref(), Some("stopping"));
     }
 
     #[test]
