@@ -404,6 +404,32 @@ pub fn lgetxattr(path: &std::path::Path, name: &str) -> io::Result<Option<Vec<u8
     }
 }
 
+/// The names of the extended attributes of `path` itself (not a symlink's target); empty
+/// where the file system has none.
+pub fn llistxattr(path: &std::path::Path) -> io::Result<Vec<String>> {
+    let path = c_path(path)?;
+    let mut buf = vec![0u8; 1024];
+    loop {
+        // SAFETY: `path` is NUL-terminated and `buf` is writable for `buf.len()` bytes; both
+        // outlive the call.
+        let n = unsafe { libc::llistxattr(path.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n >= 0 {
+            buf.truncate(n as usize);
+            return Ok(buf
+                .split(|&b| b == 0)
+                .filter(|name| !name.is_empty())
+                .map(|name| String::from_utf8_lossy(name).into_owned())
+                .collect());
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::ENOTSUP) => return Ok(Vec::new()),
+            Some(libc::ERANGE) if buf.len() < 1 << 16 => buf.resize(buf.len() * 4, 0),
+            _ => return Err(err),
+        }
+    }
+}
+
 /// Sets an extended attribute on `path` itself (not a symlink's target).
 pub fn lsetxattr(path: &std::path::Path, name: &str, value: &[u8]) -> io::Result<()> {
     let path = c_path(path)?;

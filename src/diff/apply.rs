@@ -356,7 +356,8 @@ impl Applier {
         Ok(())
     }
 
-    /// Gives a directory just created in the root the mode, owner and times it has in the
+    /// Gives a directory just created in the root the mode, owner, times and extended
+    /// attributes (overlay's own left out) it has in the
     /// uppermost parent layer that holds it (a non-directory there hides the rest); the
     /// times are returned to be set again at the end, as entries written into it change them.
     fn copy_dir_info_from_parents(&self, dir: &Path) -> io::Result<Option<(Vec<OsString>, Times)>> {
@@ -383,6 +384,7 @@ impl Applier {
                     return Err(err);
                 }
             }
+            copy_up_xattrs(&below, dir)?;
             let times = (
                 (meta.atime(), meta.atime_nsec() as u32),
                 (meta.mtime(), meta.mtime_nsec() as u32),
@@ -456,6 +458,23 @@ impl Applier {
         }
         Ok(())
     }
+}
+
+/// Copies the extended attributes of `from` onto `to`, except overlay's own (which describe
+/// `from`'s place in its stack, not the directory).
+fn copy_up_xattrs(from: &Path, to: &Path) -> io::Result<()> {
+    for name in crate::sys::llistxattr(from)? {
+        if name.starts_with("trusted.overlay.") {
+            continue;
+        }
+        if let Some(value) = crate::sys::lgetxattr(from, &name)? {
+            match crate::sys::lsetxattr(to, &name, &value) {
+                Err(err) if err.raw_os_error() == Some(libc::ENOTSUP) => {}
+                other => other?,
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The PAX records the applier uses: xattrs, sub-second times, large owner ids.
@@ -772,6 +791,8 @@ mod tests {
         fs::write(lower.join("d/gone"), b"x").expect("write");
         fs::set_permissions(lower.join("d"), fs::Permissions::from_mode(0o701)).expect("chmod");
         std::os::unix::fs::lchown(lower.join("d"), Some(123), Some(456)).expect("chown");
+        crate::sys::lsetxattr(&lower.join("d"), "user.tier", b"edge").expect("xattr");
+        crate::sys::lsetxattr(&lower.join("d"), OVERLAY_OPAQUE_XATTR, b"y").expect("xattr");
         crate::sys::lutimes(&lower.join("d"), (7, 0), (7, 0)).expect("times");
         fs::create_dir_all(lower.join("o/old")).expect("mkdir");
         let tar = layer(&[
@@ -801,6 +822,15 @@ mod tests {
         assert_eq!(
             (d.mode() & 0o7777, d.uid(), d.gid(), d.mtime()),
             (0o701, 123, 456, 7)
+        );
+        assert_eq!(
+            crate::sys::lgetxattr(&root.join("d"), "user.tier").expect("xattr"),
+            Some(b"edge".to_vec())
+        );
+        assert_eq!(
+            crate::sys::lgetxattr(&root.join("d"), OVERLAY_OPAQUE_XATTR).expect("xattr"),
+            None,
+            "overlay's own attributes stay below"
         );
         assert!(!root.join("d/keep").exists(), "nothing copied up");
         assert_eq!(
