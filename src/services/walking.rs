@@ -291,3 +291,70 @@ pub fn registration() -> Registration {
     })
     .requires(&[types::METADATA])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mount(kind: &str, options: &[&str]) -> Mount {
+        Mount {
+            r#type: kind.into(),
+            source: if kind == "bind" { "/s/1/fs" } else { kind }.into(),
+            target: String::new(),
+            options: options.iter().map(|o| o.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn apply_writes_into_binds_and_overlay_upper_directories() {
+        let (dir, options) = apply_target(&[mount("bind", &["rw", "rbind"])]).expect("bind");
+        assert_eq!(dir, Path::new("/s/1/fs"));
+        assert_eq!(options, ApplyOptions::default());
+
+        let overlay = mount(
+            "overlay",
+            &[
+                "workdir=/s/3/work",
+                "upperdir=/s/3/fs",
+                "lowerdir=/s/2/fs:/s/1/fs",
+                "index=off",
+            ],
+        );
+        let (dir, options) = apply_target(&[overlay]).expect("overlay");
+        assert_eq!(dir, Path::new("/s/3/fs"));
+        assert!(options.overlay_whiteouts);
+        assert_eq!(
+            options.parents,
+            [Path::new("/s/2/fs"), Path::new("/s/1/fs")]
+        );
+    }
+
+    #[test]
+    fn apply_refuses_what_it_would_have_to_mount() {
+        let read_only = mount("overlay", &["lowerdir=/s/2/fs:/s/1/fs"]);
+        let err = apply_target(&[read_only]).expect_err("no upperdir");
+        assert_eq!(err.class(), Class::InvalidArgument);
+        let err = apply_target(&[mount("tmpfs", &[])]).expect_err("tmpfs");
+        assert_eq!(err.class(), Class::NotImplemented);
+        let two = [mount("bind", &["rbind"]), mount("bind", &["rbind"])];
+        assert_eq!(
+            apply_target(&two).expect_err("two").class(),
+            Class::NotImplemented
+        );
+        assert_eq!(
+            apply_target(&[]).expect_err("none").class(),
+            Class::NotImplemented
+        );
+    }
+
+    #[test]
+    fn compare_reads_binds_in_place_and_refuses_unknown_mounts() {
+        let temp = Path::new("/nonexistent/tmpmounts");
+        let tree = Tree::open(&[mount("bind", &["ro", "rbind"])], temp).expect("bind");
+        assert_eq!(tree.path(), Path::new("/s/1/fs"));
+        let err = Tree::open(&[mount("overlay", &["index=off"])], temp).err();
+        assert_eq!(err.map(|e| e.class()), Some(Class::InvalidArgument));
+        let err = Tree::open(&[mount("tmpfs", &[])], temp).err();
+        assert_eq!(err.map(|e| e.class()), Some(Class::NotImplemented));
+    }
+}
