@@ -276,6 +276,21 @@ impl Differ for Walking {
     }
 }
 
+/// Unmounts and removes what a crash during Compare left under `dir`.
+fn remove_stale_mounts(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        log::info!("removing leftover temporary mount {}", path.display());
+        let removed = crate::mount::unmount_all(&path).and_then(|()| std::fs::remove_dir(&path));
+        if let Err(err) = removed {
+            log::warn!("failed to remove {}: {err}", path.display());
+        }
+    }
+}
+
 /// `io.containerd.differ.v1.walking`.
 pub fn registration() -> Registration {
     Registration::new(types::DIFF, "walking", |ic| {
@@ -283,6 +298,7 @@ pub fn registration() -> Registration {
         let processors = Processors::new(&ic.daemon.stream_processors);
         ic.meta.platforms.push(crate::proxy::host_platform());
         let temp_mounts = Path::new(&ic.daemon.root).join("tmpmounts");
+        remove_stale_mounts(&temp_mounts);
         Ok(Instance::new(Arc::new(DifferHandle(Arc::new(Walking {
             meta,
             processors,
@@ -345,6 +361,37 @@ mod tests {
             apply_target(&[]).expect_err("none").class(),
             Class::NotImplemented
         );
+    }
+
+    #[test]
+    fn stale_temporary_mounts_are_removed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let stale = dir.path().join("mount-1");
+        std::fs::create_dir(&stale).expect("mkdir");
+        if crate::sys::geteuid() == 0 {
+            let src = dir.path().join("src");
+            std::fs::create_dir(&src).expect("mkdir");
+            std::fs::write(src.join("keep"), "k").expect("write");
+            crate::mount::mount(&mount_of(&src), &stale).expect("bind");
+        }
+        remove_stale_mounts(dir.path());
+        assert!(!stale.exists());
+        if crate::sys::geteuid() == 0 {
+            assert!(
+                dir.path().join("src/keep").exists(),
+                "the mounted tree survives"
+            );
+        }
+        remove_stale_mounts(&dir.path().join("absent"));
+    }
+
+    fn mount_of(src: &Path) -> Mount {
+        Mount {
+            r#type: "bind".into(),
+            source: src.to_string_lossy().into_owned(),
+            target: String::new(),
+            options: vec!["rbind".into(), "ro".into()],
+        }
     }
 
     #[test]
