@@ -193,6 +193,55 @@ fn socket_activation_serves_on_the_passed_socket_and_leaves_it() {
 }
 
 #[test]
+fn socket_activation_passes_the_ttrpc_socket_too() {
+    let activate = require_tool("systemd-socket-activate");
+    let dir = TestDir::new("activate2");
+    let socket = dir.join("api.sock");
+    let ttrpc_socket = dir.join("api.sock.ttrpc");
+    let config = "version = 3\n[grpc]\n  address = 'fd://'\n[ttrpc]\n  address = 'fd://'\n";
+    let file = dir.write("config.toml", config);
+    let mut cmd = Command::new(activate);
+    // Given in the "wrong" order: names, not positions, decide.
+    cmd.arg("-l")
+        .arg(&ttrpc_socket)
+        .arg("-l")
+        .arg(&socket)
+        .arg("--fdname=ctrd-ttrpc:ctrd")
+        .arg(ctrd_bin())
+        .arg("--config")
+        .arg(&file)
+        .arg("--root")
+        .arg(dir.join("root"))
+        .arg("--state")
+        .arg(dir.join("state"));
+    let mut daemon = Proc::spawn(cmd, dir.join("ctrd.log"));
+    daemon.wait_health(&socket, ServingStatus::SERVING);
+
+    let client = ttrpc::Client::connect(&format!("unix://{}", ttrpc_socket.display()))
+        .expect("ttrpc connect");
+    let forwarder = ctrd::api::events_ttrpc::EventsClient::new(client);
+    let err = forwarder
+        .forward(
+            ttrpc::context::with_timeout(5_000_000_000),
+            &ctrd::api::events_ttrpc::ForwardRequest::default(),
+        )
+        .expect_err("no envelope");
+    assert!(
+        matches!(&err, ttrpc::Error::RpcStatus(s) if s.code() == ttrpc::Code::INVALID_ARGUMENT),
+        "the passed ttrpc socket is served: {err:?}\n{}",
+        daemon.logs()
+    );
+    assert!(daemon
+        .logs()
+        .contains("serving ttrpc on the socket systemd passed (fd 3 \\\"ctrd-ttrpc\\\")"));
+    assert!(daemon.terminate().success(), "{}", daemon.logs());
+    for path in [&socket, &ttrpc_socket] {
+        let meta = fs::metadata(path).expect("a passed socket stays");
+        assert!(meta.file_type().is_socket());
+    }
+}
+
+#[test]
 fn fd_address_without_activation_names_listen_fds() {
     let dir = TestDir::new("noactivate");
     let out = ctrd_command(&dir, "version = 3\n[grpc]\n  address = 'fd://'\n", &[])
