@@ -1,10 +1,18 @@
 //! Code generation into OUT_DIR (nothing generated is ever committed):
-//! - protobuf messages for every file under `proto/`, with protobuf-codegen's pure parser
-//!   (no `protoc` binary);
-//! - gRPC glue for every service: method descriptors, a synchronous service trait, a
-//!   `create_<service>` function and a client, written here from the parsed descriptors
-//!   (grpcio-compiler only understands rust-protobuf 2);
+//! - protobuf messages for every file in [`PROTOS`], with protobuf-codegen's pure parser
+//!   (no `protoc` binary), one directory per protobuf package;
+//! - gRPC glue for every service of a [`Serve::Grpc`] file: method descriptors, a synchronous
+//!   service trait, a `create_<service>` function and a client, written here from the parsed
+//!   descriptors (grpcio-compiler only understands rust-protobuf 2);
+//! - ttrpc stubs (sync server and client) for every service of a [`Serve::Ttrpc`] file;
+//! - `api/index.rs`: one Rust module per protobuf package (`containerd.services.content.v1`
+//!   is `containerd::services::content::v1`), holding a module per file (by file stem), the
+//!   glue modules `<service>_grpc` and `<stem>_ttrpc`, and private aliases of the files it
+//!   imports from other packages (generated code names them as `super::<stem>`);
 //! - `CTRD_REVISION` from git, when the source is a git checkout.
+//!
+//! Adding a proto file: put it under `proto/` at its containerd import path, add it to
+//! [`PROTOS`], and re-export what the code uses from `src/api` (one module per package).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -12,30 +20,71 @@ use std::path::{Path, PathBuf};
 
 use protobuf::descriptor::{FileDescriptorProto, MethodDescriptorProto};
 
+/// How the services of a proto file are served or called.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Serve {
+    /// gRPC glue (also right for files without services).
+    Grpc,
+    /// ttrpc stubs.
+    Ttrpc,
+}
+
+/// Every proto file ctrd compiles, by its path under `proto/` (its import path).
+const PROTOS: &[(&str, Serve)] = &[
+    ("containerd/events/content_events.proto", Serve::Grpc),
+    ("containerd/events/namespace_events.proto", Serve::Grpc),
+    ("containerd/events/object_events.proto", Serve::Grpc),
+    ("containerd/events/task_events.proto", Serve::Grpc),
+    ("containerd/services/content/v1/content.proto", Serve::Grpc),
+    ("containerd/services/diff/v1/diff.proto", Serve::Grpc),
+    (
+        "containerd/services/events/ttrpc/v1/ttrpc_events.proto",
+        Serve::Ttrpc,
+    ),
+    ("containerd/services/events/v1/events.proto", Serve::Grpc),
+    (
+        "containerd/services/introspection/v1/introspection.proto",
+        Serve::Grpc,
+    ),
+    ("containerd/services/leases/v1/leases.proto", Serve::Grpc),
+    (
+        "containerd/services/namespaces/v1/namespace.proto",
+        Serve::Grpc,
+    ),
+    (
+        "containerd/services/snapshots/v1/snapshots.proto",
+        Serve::Grpc,
+    ),
+    ("containerd/services/version/v1/version.proto", Serve::Grpc),
+    ("containerd/types/descriptor.proto", Serve::Grpc),
+    ("containerd/types/event.proto", Serve::Grpc),
+    ("containerd/types/mount.proto", Serve::Grpc),
+    ("containerd/types/platform.proto", Serve::Grpc),
+    ("google/rpc/status.proto", Serve::Grpc),
+    ("grpc/health/v1/health.proto", Serve::Grpc),
+    ("perftools/profiles/profile.proto", Serve::Grpc),
+];
+
+const KEYWORDS: &[&str] = &[
+    "as", "break", "const", "continue", "crate", "else", "enum", "extern", "false", "fn", "for",
+    "if", "impl", "in", "let", "loop", "match", "mod", "move", "mut", "pub", "ref", "return",
+    "self", "static", "struct", "super", "trait", "true", "type", "unsafe", "use", "where",
+    "while", "async", "await", "dyn", "abstract", "become", "box", "do", "final", "macro",
+    "override", "priv", "typeof", "unsized", "virtual", "yield", "try", "gen",
+];
+
 fn main() {
     println!("cargo:rerun-if-changed=proto");
     println!("cargo:rerun-if-changed=build.rs");
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
-    let inputs = proto_files(Path::new("proto"));
-    check_module_names(&inputs);
-
-    protobuf_codegen::Codegen::new()
-        .pure()
-        .include("proto")
-        .inputs(&inputs)
-        .cargo_out_dir("protos")
-        .run_from_script();
-
-    // ttrpc stubs (sync server and client) for the services offered over ttrpc; their
-    // messages are the ones generated above, in the same directory.
-    let ttrpc_inputs: Vec<&PathBuf> = inputs.iter().filter(|p| is_ttrpc(p)).collect();
-    ttrpc_codegen::Codegen::new()
-        .out_dir(out_dir.join("protos"))
-        .include("proto")
-        .inputs(&ttrpc_inputs)
-        .run()
-        .expect("ttrpc code generation");
-    write_module_index(&out_dir.join("protos"));
+    // Not `protos/`, which older revisions of this script clear: trees sharing a build
+    // directory must not remove each other's output.
+    let protos = out_dir.join("api");
+    check_list(Path::new("proto"));
+    let inputs: Vec<PathBuf> = PROTOS
+        .iter()
+        .map(|(path, _)| Path::new("proto").join(path))
+        .collect();
 
     let parsed = protobuf_parse::Parser::new()
         .pure()
@@ -43,93 +92,220 @@ fn main() {
         .inputs(&inputs)
         .parse_and_typecheck()
         .expect("proto files parse");
-    let types = type_paths(&parsed.file_descriptors);
-    let mut glue = String::from("// Generated by build.rs from proto/: gRPC service glue.\n");
-    let mut glue_modules = BTreeMap::new();
-    for file in parsed
+    let files: BTreeMap<String, &FileDescriptorProto> = parsed
         .file_descriptors
         .iter()
-        .filter(|f| !f.package().contains(".ttrpc."))
-    {
-        for service in &file.service {
-            let module = format!("{}_grpc", snake(service.name()));
-            if let Some(other) = glue_modules.insert(module.clone(), file.package().to_string()) {
-                panic!(
-                    "service {} in {} and in {other} would share the glue module {module}",
-                    service.name(),
-                    file.package()
-                );
+        .map(|f| (f.name().to_string(), f))
+        .collect();
+
+    // One package module per protobuf package: the files in it, and what they import.
+    let mut packages: BTreeMap<String, Package> = BTreeMap::new();
+    for (name, serve) in PROTOS {
+        let file = files
+            .get(*name)
+            .unwrap_or_else(|| panic!("{name}: not parsed"));
+        let package = packages.entry(file.package().to_string()).or_default();
+        package.files.push((name.to_string(), *serve));
+    }
+    let types = type_paths(&parsed.file_descriptors);
+    for (package, contents) in &mut packages {
+        let dir = protos.join(package.replace('.', "/"));
+        std::fs::create_dir_all(&dir).expect("create package dir");
+        let own: Vec<PathBuf> = contents
+            .files
+            .iter()
+            .map(|(name, _)| Path::new("proto").join(name))
+            .collect();
+        protobuf_codegen::Codegen::new()
+            .pure()
+            .include("proto")
+            .inputs(&own)
+            .out_dir(&dir)
+            .customize(protobuf_codegen::Customize::default().gen_mod_rs(false))
+            .run_from_script();
+        let ttrpc: Vec<PathBuf> = contents
+            .files
+            .iter()
+            .filter(|(_, serve)| *serve == Serve::Ttrpc)
+            .map(|(name, _)| Path::new("proto").join(name))
+            .collect();
+        if !ttrpc.is_empty() {
+            ttrpc_codegen::Codegen::new()
+                .out_dir(&dir)
+                .include("proto")
+                .inputs(&ttrpc)
+                .run()
+                .expect("ttrpc code generation");
+        }
+        for (name, serve) in contents.files.clone() {
+            let file = files[&name];
+            let own = stem(&name);
+            contents.add(package, &own, dir.join(format!("{own}.rs")), None);
+            if serve == Serve::Ttrpc {
+                let module = format!("{own}_ttrpc");
+                contents.add(package, &module, dir.join(format!("{module}.rs")), None);
             }
-            glue.push_str(&service_glue(file, service, &types));
+            if serve == Serve::Grpc {
+                for service in &file.service {
+                    let module = format!("{}_grpc", snake(service.name()));
+                    let path = dir.join(format!("{module}.rs"));
+                    std::fs::write(&path, service_glue(file, service, &types))
+                        .expect("write grpc glue");
+                    contents.add(package, &module, path, None);
+                }
+            }
+            for import in &file.dependency {
+                if import.starts_with("google/protobuf/") {
+                    continue; // protobuf's well-known types, named by their crate path
+                }
+                let imported = files
+                    .get(import.as_str())
+                    .unwrap_or_else(|| panic!("{name} imports {import}, which is not in PROTOS"));
+                if imported.package() != package {
+                    let target = format!("{}::{}", module_path(imported.package()), stem(import));
+                    contents.add(package, &stem(import), PathBuf::new(), Some(target));
+                }
+            }
         }
     }
-    std::fs::write(out_dir.join("grpc_glue.rs"), glue).expect("write grpc glue");
-
+    write_index(&protos.join("index.rs"), &packages);
     revision();
 }
 
-/// Our own index of the generated files: one `pub mod` per file.
-fn write_module_index(dir: &Path) {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .expect("read generated dir")
-        .filter_map(|e| {
-            let name = e.ok()?.file_name().into_string().ok()?;
-            let stem = name.strip_suffix(".rs")?.to_string();
-            (stem != "mod").then_some(stem)
-        })
-        .collect();
-    names.sort();
-    let index: String = names.iter().map(|n| format!("pub mod {n};\n")).collect();
-    std::fs::write(dir.join("mod.rs"), index).expect("write module index");
+/// What one package module holds: its files, and its items by name.
+#[derive(Default)]
+struct Package {
+    files: Vec<(String, Serve)>,
+    /// name -> a generated file, or an alias of another package's file module.
+    items: BTreeMap<String, Item>,
 }
 
-/// protobuf-codegen writes one module per file, named by the file's stem, all side by side
-/// (generated code refers to other files as `super::<stem>`), so stems must be unique and
-/// plain identifiers. containerd reuses names (`events/content.proto` and
-/// `services/content/v1/content.proto`), so our copies get distinct file names; only
-/// package, message and field names and numbers matter on the wire.
-fn check_module_names(inputs: &[PathBuf]) {
-    const KEYWORDS: &[&str] = &[
-        "as", "break", "const", "continue", "crate", "else", "enum", "extern", "false", "fn",
-        "for", "if", "impl", "in", "let", "loop", "match", "mod", "move", "mut", "pub", "ref",
-        "return", "self", "static", "struct", "super", "trait", "true", "type", "unsafe", "use",
-        "where", "while", "async", "await", "dyn", "abstract", "become", "box", "do", "final",
-        "macro", "override", "priv", "typeof", "unsized", "virtual", "yield", "try", "gen",
-    ];
-    let mut seen: BTreeMap<String, &PathBuf> = BTreeMap::new();
-    for path in inputs {
-        let stem = path
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .expect("proto file name");
-        let plain = stem
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-            && !stem.starts_with(|c: char| c.is_ascii_digit());
-        assert!(
-            plain && !KEYWORDS.contains(&stem) && stem != "mod",
-            "{}: a proto file name must be a plain lower-case Rust identifier",
-            path.display()
-        );
-        if let Some(other) = seen.insert(stem.to_string(), path) {
+#[derive(PartialEq)]
+enum Item {
+    File(PathBuf),
+    Alias(String),
+}
+
+impl Package {
+    fn add(&mut self, package: &str, name: &str, path: PathBuf, alias: Option<String>) {
+        let item = match alias {
+            Some(target) => Item::Alias(target),
+            None => Item::File(path),
+        };
+        if let Some(existing) = self.items.get(name) {
+            if *existing == item {
+                return;
+            }
             panic!(
-                "{} and {}: two proto files named {stem:?}; generated modules are flat, rename one",
-                other.display(),
-                path.display()
+                "package {package}: two things would be the module `{name}` (a proto file \
+                 stem, an imported file's stem or a service glue module); rename one proto file"
             );
         }
-        if stem.ends_with("_ttrpc") {
-            panic!(
-                "{}: the `_ttrpc` suffix is taken by ttrpc stubs",
-                path.display()
-            );
-        }
+        self.items.insert(name.to_string(), item);
     }
 }
 
-/// Protocol files whose services are served over ttrpc rather than gRPC.
-fn is_ttrpc(path: &Path) -> bool {
-    path.components().any(|c| c.as_os_str() == "ttrpc")
+/// The Rust path of a package module under `crate::api::generated`.
+fn module_path(package: &str) -> String {
+    format!("crate::api::generated::{}", package.replace('.', "::"))
+}
+
+fn stem(proto: &str) -> String {
+    Path::new(proto)
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .expect("proto file name")
+        .to_string()
+}
+
+fn plain_identifier(name: &str) -> bool {
+    name.chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && !name.is_empty()
+        && !KEYWORDS.contains(&name)
+        && name != "mod"
+}
+
+/// Every `.proto` under `proto/` is listed and every listed one exists; file stems and
+/// package segments are plain Rust identifiers.
+fn check_list(dir: &Path) {
+    let listed: BTreeMap<PathBuf, ()> = PROTOS
+        .iter()
+        .map(|(path, _)| (dir.join(path), ()))
+        .collect();
+    for path in proto_files(dir) {
+        assert!(
+            listed.contains_key(&path),
+            "{}: not in build.rs PROTOS; add it there",
+            path.display()
+        );
+    }
+    for (path, _) in PROTOS {
+        assert!(
+            dir.join(path).is_file(),
+            "PROTOS lists {path}, which does not exist"
+        );
+        let stem = stem(path);
+        assert!(
+            plain_identifier(&stem) && !stem.ends_with("_ttrpc") && !stem.ends_with("_grpc"),
+            "{path}: a proto file name must be a plain lower-case Rust identifier \
+             (not ending in _ttrpc or _grpc)"
+        );
+    }
+}
+
+/// The index of the package modules: nested `pub mod`s, one file module per proto file.
+fn write_index(path: &Path, packages: &BTreeMap<String, Package>) {
+    #[derive(Default)]
+    struct Node<'a> {
+        children: BTreeMap<String, Node<'a>>,
+        package: Option<(&'a str, &'a Package)>,
+    }
+    fn emit(node: &Node, depth: usize, out: &mut String) {
+        let pad = "    ".repeat(depth);
+        if let Some((package, contents)) = node.package {
+            let _ = writeln!(out, "{pad}//! `{package}`");
+            for (name, item) in &contents.items {
+                assert!(
+                    !node.children.contains_key(name),
+                    "package {package}: `{name}` is both a file module and a package segment"
+                );
+                match item {
+                    Item::File(file) => {
+                        let _ = writeln!(
+                            out,
+                            "{pad}#[path = {:?}]\n{pad}pub mod {name};",
+                            file.display().to_string()
+                        );
+                    }
+                    Item::Alias(target) => {
+                        let _ = writeln!(out, "{pad}#[allow(unused_imports)]\n{pad}use {target};");
+                    }
+                }
+            }
+        }
+        for (segment, child) in &node.children {
+            let _ = writeln!(out, "{pad}pub mod {segment} {{");
+            emit(child, depth + 1, out);
+            let _ = writeln!(out, "{pad}}}");
+        }
+    }
+    let mut root = Node::default();
+    for (package, contents) in packages {
+        let mut node = &mut root;
+        for segment in package.split('.') {
+            assert!(
+                plain_identifier(segment),
+                "package {package}: segment {segment:?} is not a plain Rust identifier"
+            );
+            node = node.children.entry(segment.to_string()).or_default();
+        }
+        node.package = Some((package, contents));
+    }
+    let mut out = String::from("// Generated by build.rs: one module per protobuf package.\n");
+    emit(&root, 0, &mut out);
+    std::fs::write(path, out).expect("write module index");
 }
 
 fn proto_files(dir: &Path) -> Vec<PathBuf> {
@@ -165,15 +341,11 @@ fn type_paths(files: &[FileDescriptorProto]) -> BTreeMap<String, String> {
         );
     }
     for file in files.iter().filter(|f| f.package() != "google.protobuf") {
-        let stem = Path::new(file.name())
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .expect("proto file name")
-            .to_string();
+        let module = format!("{}::{}", module_path(file.package()), stem(file.name()));
         for message in &file.message_type {
             map.insert(
                 format!(".{}.{}", file.package(), message.name()),
-                format!("crate::api::generated::{stem}::{}", message.name()),
+                format!("{module}::{}", message.name()),
             );
         }
     }
@@ -218,7 +390,6 @@ fn service_glue(
 ) -> String {
     let svc = service.name();
     let full = format!("{}.{}", file.package(), svc);
-    let module = format!("{}_grpc", snake(svc));
     let ty = |name: &str| {
         types
             .get(name)
@@ -226,8 +397,11 @@ fn service_glue(
             .clone()
     };
     let mut out = String::new();
-    let _ = writeln!(out, "\n/// gRPC glue for `{full}`.\npub mod {module} {{");
-    let _ = writeln!(out, "    #![allow(dead_code, clippy::all)]");
+    let _ = writeln!(out, "//! gRPC glue for `{full}`, generated by build.rs.");
+    let _ = writeln!(
+        out,
+        "#![allow(dead_code, clippy::all, unused_qualifications)]"
+    );
 
     // Method descriptors.
     for m in &service.method {
@@ -343,7 +517,7 @@ fn service_glue(
         };
         let _ = writeln!(out, "{text}");
     }
-    let _ = writeln!(out, "    }}\n}}");
+    let _ = writeln!(out, "    }}");
     out
 }
 

@@ -1,8 +1,12 @@
-//! Error classes shared by every service, and their single mapping to wire codes.
+//! Error classes shared by every service, and their single mapping to and from wire status.
 //!
 //! Service logic returns [`Error`]: a class plus a message written the way containerd writes
 //! it (`namespace "foo": already exists`), because clients such as `ctr` print the message
-//! verbatim. Only the transport adapters call [`Error::grpc_code`] or [`Error::ttrpc_code`].
+//! verbatim. This module is the one place that turns an [`Error`] into a gRPC or ttrpc status
+//! (servers: [`Error::to_grpc_status`], [`Error::to_ttrpc_status`]) and a status a peer sent
+//! back into an [`Error`] (clients of proxies and shims: [`Error::from_grpc`],
+//! [`Error::from_ttrpc`]). gRPC and ttrpc number their codes alike, so a shim's NotFound is
+//! our NotFound and reaches `ctr` as NotFound with the shim's message.
 
 use std::fmt;
 
@@ -171,6 +175,50 @@ impl Error {
     pub fn to_grpc_status(&self) -> grpcio::RpcStatus {
         grpcio::RpcStatus::with_message(self.grpc_code(), self.message.clone())
     }
+
+    /// The ttrpc status carrying this error.
+    pub fn to_ttrpc_status(&self) -> ttrpc::Status {
+        ttrpc::get_status(self.ttrpc_code(), self.message.clone())
+    }
+
+    /// The error a peer reported with a numeric status `code` (gRPC and ttrpc alike): the
+    /// class of the code, the message as the peer wrote it.
+    pub fn from_status(code: i32, message: impl Into<String>) -> Self {
+        Error::new(Class::from_code(code), message)
+    }
+
+    /// What a gRPC client call's failure means here: the peer's status as its class, and a
+    /// failure to reach the peer as Unavailable.
+    pub fn from_grpc(err: grpcio::Error) -> Self {
+        match err {
+            grpcio::Error::RpcFailure(status) => {
+                Error::from_status(i32::from(status.code()), status.message())
+            }
+            other => Error::unavailable(format!("proxy connection: {other}")),
+        }
+    }
+
+    /// What a ttrpc client call's failure means here: the peer's status as its class (a
+    /// shim's NotFound is NotFound), a timeout as DeadlineExceeded, and a failure to reach
+    /// the peer or a lost connection as Unavailable.
+    pub fn from_ttrpc(err: ttrpc::Error) -> Self {
+        match err {
+            ttrpc::Error::RpcStatus(status) => {
+                Error::from_status(status.code.value(), status.message)
+            }
+            ttrpc::Error::Others(text) if text.contains("timed out") => {
+                Error::new(Class::DeadlineExceeded, format!("ttrpc: {text}"))
+            }
+            other => Error::unavailable(format!("ttrpc: {other}")),
+        }
+    }
+}
+
+/// A service handler's error as ttrpc sends it.
+impl From<Error> for ttrpc::Error {
+    fn from(err: Error) -> Self {
+        ttrpc::Error::RpcStatus(err.to_ttrpc_status())
+    }
 }
 
 impl fmt::Display for Error {
@@ -219,6 +267,54 @@ mod tests {
         }
         assert_eq!(Class::from_code(0), Class::Unknown);
         assert_eq!(Class::from_code(99), Class::Unknown);
+    }
+
+    #[test]
+    fn ttrpc_status_round_trips_every_class() {
+        for code in 1..=16 {
+            let sent = Error::new(Class::from_code(code), format!("thing {code}: whatever"));
+            let status = sent.to_ttrpc_status();
+            assert_eq!(status.code.value(), code);
+            let back = Error::from_ttrpc(ttrpc::Error::from(sent.clone()));
+            assert_eq!(back, sent);
+        }
+    }
+
+    #[test]
+    fn shim_not_found_stays_not_found_with_its_message() {
+        let shim = ttrpc::Error::RpcStatus(ttrpc::get_status(
+            ttrpc::Code::NOT_FOUND,
+            "process already finished: not found",
+        ));
+        let err = Error::from_ttrpc(shim);
+        assert_eq!(err.class(), Class::NotFound);
+        assert_eq!(err.message(), "process already finished: not found");
+        let status = err.to_grpc_status();
+        assert_eq!(status.code(), grpcio::RpcStatusCode::NOT_FOUND);
+        assert_eq!(status.message(), "process already finished: not found");
+    }
+
+    #[test]
+    fn ttrpc_transport_failures_are_unavailable_or_deadline() {
+        let gone = Error::from_ttrpc(ttrpc::Error::RemoteClosed);
+        assert_eq!(gone.class(), Class::Unavailable);
+        let slow = Error::from_ttrpc(ttrpc::Error::Others(
+            "Receive packet from Receiver timeout: timed out waiting on channel".into(),
+        ));
+        assert_eq!(slow.class(), Class::DeadlineExceeded);
+    }
+
+    #[test]
+    fn grpc_failures_keep_class_and_message() {
+        let status = grpcio::RpcStatus::with_message(
+            grpcio::RpcStatusCode::ALREADY_EXISTS,
+            "content sha256:x: already exists".into(),
+        );
+        let err = Error::from_grpc(grpcio::Error::RpcFailure(status));
+        assert_eq!(err.class(), Class::AlreadyExists);
+        assert_eq!(err.message(), "content sha256:x: already exists");
+        let down = Error::from_grpc(grpcio::Error::RemoteStopped);
+        assert_eq!(down.class(), Class::Unavailable);
     }
 
     #[test]

@@ -26,7 +26,6 @@
 //! - [`logging`]: logrus-style log lines.
 //! - [`timefmt`]: RFC 3339 timestamps as Go writes them.
 //! - [`sys`]: the few raw system calls (the only `unsafe` code).
-#![deny(unsafe_code)]
 
 pub mod api;
 pub mod app;

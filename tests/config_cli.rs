@@ -1,4 +1,5 @@
 //! `ctrd config …` and the start-up errors, through the real binary.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 mod common;
 

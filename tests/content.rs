@@ -1,5 +1,6 @@
 //! State end to end: the content store, leases, garbage collection and their events, driven
 //! by Debian's `ctr` and the crate's generated gRPC client against the real binary.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! The daemon end to end: Debian's `ctr` and a gRPC client against the real binary.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 mod common;
 

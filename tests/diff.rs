@@ -1,5 +1,6 @@
 //! The Diff service end to end: layers written to the content store with a gRPC client,
 //! applied onto native snapshots, diffs of snapshots applied back, stream processors.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 mod common;
 

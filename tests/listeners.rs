@@ -1,5 +1,6 @@
 //! Every listener beside the gRPC unix socket: TCP with TLS and mutual TLS, ttrpc, metrics
 //! and debug, driven by real clients (a gRPC client, ttrpc, curl, promtool, ctr).
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 mod common;
 
@@ -371,12 +372,7 @@ fn ctr_has_line(child: &mut std::process::Child) -> bool {
     use std::io::Read;
     use std::os::fd::AsRawFd;
     let stdout = child.stdout.as_mut().expect("stdout");
-    // SAFETY: fcntl on a pipe this test owns.
-    unsafe {
-        let fd = stdout.as_raw_fd();
-        let flags = libc::fcntl(fd, libc::F_GETFL);
-        libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
-    }
+    let _ = ctrd::sys::set_nonblocking(stdout.as_raw_fd());
     let mut buf = [0u8; 4096];
     match stdout.read(&mut buf) {
         Ok(n) if n > 0 => String::from_utf8_lossy(&buf[..n]).contains("/tasks/exit"),

@@ -1,4 +1,5 @@
 //! The native snapshotter and the Snapshots service end to end with Debian's `ctr`.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 mod common;
 

@@ -1,25 +1,32 @@
 //! The protocol types, generated into OUT_DIR by `build.rs` and re-exported here under
 //! stable names: messages from protobuf-codegen, gRPC glue (service trait, `create_*`,
-//! client) from our own generator.
+//! client) from our own generator, ttrpc stubs from ttrpc-codegen.
+//!
+//! `generated` mirrors the protobuf packages: `containerd.services.content.v1` is
+//! `generated::containerd::services::content::v1`, holding one module per proto file (by
+//! file stem), `<service>_grpc` glue and `<stem>_ttrpc` stubs. The rest of the crate uses the
+//! short modules below (one per package), never `generated` directly.
 
 #[allow(
     clippy::all,
     clippy::pedantic,
+    clippy::unwrap_used,
+    clippy::undocumented_unsafe_blocks,
     missing_docs,
     unused_imports,
+    unused_qualifications,
     non_camel_case_types,
     non_snake_case,
     non_upper_case_globals,
     unreachable_pub
 )]
 pub(crate) mod generated {
-    include!(concat!(env!("OUT_DIR"), "/protos/mod.rs"));
+    include!(concat!(env!("OUT_DIR"), "/api/index.rs"));
 }
 
-#[allow(clippy::all, unused_qualifications)]
-mod glue {
-    include!(concat!(env!("OUT_DIR"), "/grpc_glue.rs"));
-}
+use generated::containerd::events as containerd_events;
+use generated::containerd::services as svc;
+use generated::containerd::types as containerd_types;
 
 pub use protobuf::well_known_types::any::Any;
 pub use protobuf::well_known_types::empty::Empty;
@@ -28,71 +35,77 @@ pub use protobuf::well_known_types::timestamp::Timestamp;
 
 /// `containerd.services.version.v1`.
 pub mod version {
-    pub use super::generated::version::VersionResponse;
-    pub use super::glue::version_grpc::{create_version, Version, VersionClient};
+    pub use super::svc::version::v1::version::VersionResponse;
+    pub use super::svc::version::v1::version_grpc::{create_version, Version, VersionClient};
 }
 
 /// `containerd.services.introspection.v1`.
 pub mod introspection {
-    pub use super::generated::introspection::{
+    pub use super::svc::introspection::v1::introspection::{
         DeprecationWarning, Plugin, PluginInfoRequest, PluginInfoResponse, PluginsRequest,
         PluginsResponse, ServerResponse,
     };
-    pub use super::glue::introspection_grpc::{
+    pub use super::svc::introspection::v1::introspection_grpc::{
         create_introspection, Introspection, IntrospectionClient,
     };
 }
 
 /// `grpc.health.v1`.
 pub mod health {
-    pub use super::generated::health::health_check_response::ServingStatus;
-    pub use super::generated::health::{
+    pub use super::generated::grpc::health::v1::health::health_check_response::ServingStatus;
+    pub use super::generated::grpc::health::v1::health::{
         HealthCheckRequest, HealthCheckResponse, HealthListRequest, HealthListResponse,
     };
-    pub use super::glue::health_grpc::{create_health, Health, HealthClient, METHOD_HEALTH_CHECK};
+    pub use super::generated::grpc::health::v1::health_grpc::{
+        create_health, Health, HealthClient, METHOD_HEALTH_CHECK,
+    };
 }
 
 /// `containerd.types`.
 pub mod types {
-    pub use super::generated::descriptor::Descriptor;
-    pub use super::generated::event::Envelope;
-    pub use super::generated::platform::Platform;
+    pub use super::containerd_types::descriptor::Descriptor;
+    pub use super::containerd_types::event::Envelope;
+    pub use super::containerd_types::platform::Platform;
 }
 
 /// `containerd.services.events.v1` (gRPC).
 pub mod events {
-    pub use super::generated::events::{ForwardRequest, PublishRequest, SubscribeRequest};
-    pub use super::glue::events_grpc::{create_events, Events, EventsClient};
+    pub use super::svc::events::v1::events::{ForwardRequest, PublishRequest, SubscribeRequest};
+    pub use super::svc::events::v1::events_grpc::{create_events, Events, EventsClient};
 }
 
 /// `containerd.services.events.ttrpc.v1` (ttrpc: the shims' Forward).
 pub mod events_ttrpc {
-    pub use super::generated::ttrpc_events::ForwardRequest;
-    pub use super::generated::ttrpc_events_ttrpc::{create_events, Events, EventsClient};
+    pub use super::svc::events::ttrpc::v1::ttrpc_events::ForwardRequest;
+    pub use super::svc::events::ttrpc::v1::ttrpc_events_ttrpc::{
+        create_events, Events, EventsClient,
+    };
 }
 
 /// `containerd.services.namespaces.v1`.
 pub mod namespaces {
-    pub use super::generated::namespace::{
+    pub use super::svc::namespaces::v1::namespace::{
         CreateNamespaceRequest, CreateNamespaceResponse, DeleteNamespaceRequest,
         GetNamespaceRequest, GetNamespaceResponse, ListNamespacesRequest, ListNamespacesResponse,
         Namespace, UpdateNamespaceRequest, UpdateNamespaceResponse,
     };
-    pub use super::glue::namespaces_grpc::{create_namespaces, Namespaces, NamespacesClient};
+    pub use super::svc::namespaces::v1::namespaces_grpc::{
+        create_namespaces, Namespaces, NamespacesClient,
+    };
 }
 
 /// `containerd.events`: the payloads the daemon publishes.
 pub mod event_types {
-    pub use super::generated::content_events::{ContentCreate, ContentDelete};
-    pub use super::generated::namespace_events::{
+    pub use super::containerd_events::content_events::{ContentCreate, ContentDelete};
+    pub use super::containerd_events::namespace_events::{
         NamespaceCreate, NamespaceDelete, NamespaceUpdate,
     };
-    pub use super::generated::object_events::{
+    pub use super::containerd_events::object_events::{
         container_create, ContainerCreate, ContainerDelete, ContainerUpdate, ImageCreate,
         ImageDelete, ImageUpdate, SandboxCreate, SandboxExit, SandboxStart, SnapshotCommit,
         SnapshotPrepare, SnapshotRemove,
     };
-    pub use super::generated::task_events::{
+    pub use super::containerd_events::task_events::{
         TaskCheckpointed, TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO,
         TaskOOM, TaskPaused, TaskResumed, TaskStart,
     };
@@ -101,16 +114,16 @@ pub mod event_types {
 /// The files that define event payloads, for decoding them by type URL.
 pub fn events_payload_files() -> [protobuf::reflect::FileDescriptor; 4] {
     [
-        generated::content_events::file_descriptor().clone(),
-        generated::namespace_events::file_descriptor().clone(),
-        generated::object_events::file_descriptor().clone(),
-        generated::task_events::file_descriptor().clone(),
+        containerd_events::content_events::file_descriptor().clone(),
+        containerd_events::namespace_events::file_descriptor().clone(),
+        containerd_events::object_events::file_descriptor().clone(),
+        containerd_events::task_events::file_descriptor().clone(),
     ]
 }
 
 /// `containerd.types.Mount`.
 pub mod mount {
-    pub use super::generated::mount::Mount;
+    pub use super::containerd_types::mount::Mount;
 }
 
 /// `at` as a protobuf timestamp (times before 1970 become the epoch).
@@ -132,50 +145,52 @@ pub fn system_time(ts: &Timestamp) -> std::time::SystemTime {
 
 /// `containerd.services.content.v1`.
 pub mod content {
-    pub use super::generated::content::{
+    pub use super::svc::content::v1::content::{
         AbortRequest, DeleteContentRequest, Info, InfoRequest, InfoResponse, ListContentRequest,
         ListContentResponse, ListStatusesRequest, ListStatusesResponse, ReadContentRequest,
         ReadContentResponse, Status, StatusRequest, StatusResponse, UpdateRequest, UpdateResponse,
         WriteAction, WriteContentRequest, WriteContentResponse,
     };
-    pub use super::glue::content_grpc::{create_content, Content, ContentClient};
+    pub use super::svc::content::v1::content_grpc::{create_content, Content, ContentClient};
 }
 
 /// `containerd.services.leases.v1`.
 pub mod leases {
-    pub use super::generated::leases::{
+    pub use super::svc::leases::v1::leases::{
         AddResourceRequest, CreateRequest, CreateResponse, DeleteRequest, DeleteResourceRequest,
         Lease, ListRequest, ListResourcesRequest, ListResourcesResponse, ListResponse, Resource,
     };
-    pub use super::glue::leases_grpc::{create_leases, Leases, LeasesClient};
+    pub use super::svc::leases::v1::leases_grpc::{create_leases, Leases, LeasesClient};
 }
 
 /// `containerd.services.snapshots.v1`.
 pub mod snapshots {
-    pub use super::generated::snapshots::{
+    pub use super::svc::snapshots::v1::snapshots::{
         CleanupRequest, CommitSnapshotRequest, Info, Kind, ListSnapshotsRequest,
         ListSnapshotsResponse, MountsRequest, MountsResponse, PrepareSnapshotRequest,
         PrepareSnapshotResponse, RemoveSnapshotRequest, StatSnapshotRequest, StatSnapshotResponse,
         UpdateSnapshotRequest, UpdateSnapshotResponse, UsageRequest, UsageResponse,
         ViewSnapshotRequest, ViewSnapshotResponse,
     };
-    pub use super::glue::snapshots_grpc::{create_snapshots, Snapshots, SnapshotsClient};
+    pub use super::svc::snapshots::v1::snapshots_grpc::{
+        create_snapshots, Snapshots, SnapshotsClient,
+    };
 }
 
 /// `containerd.services.diff.v1`.
 pub mod diff {
-    pub use super::generated::diff::{ApplyRequest, ApplyResponse, DiffRequest, DiffResponse};
-    pub use super::glue::diff_grpc::{create_diff, Diff, DiffClient};
+    pub use super::svc::diff::v1::diff::{ApplyRequest, ApplyResponse, DiffRequest, DiffResponse};
+    pub use super::svc::diff::v1::diff_grpc::{create_diff, Diff, DiffClient};
 }
 
 /// `google.rpc.Status`.
 pub mod rpc_status {
-    pub use super::generated::status::Status;
+    pub use super::generated::google::rpc::status::Status;
 }
 
 /// `perftools.profiles` (pprof).
 pub mod profile {
-    pub use super::generated::profile::{
+    pub use super::generated::perftools::profiles::profile::{
         Function, Line, Location, Mapping, Profile, Sample, ValueType,
     };
 }

@@ -9,7 +9,7 @@ use std::time::SystemTime;
 use futures_util::{SinkExt, StreamExt};
 use grpcio::{Channel, ClientDuplexReceiver, ClientDuplexSender, WriteFlags};
 
-use super::{from_grpc, with_namespace};
+use super::with_namespace;
 use crate::api::content::{
     AbortRequest, ContentClient, InfoRequest, ListStatusesRequest, ReadContentRequest,
     Status as ApiStatus, StatusRequest, WriteAction, WriteContentRequest, WriteContentResponse,
@@ -61,7 +61,7 @@ impl Backend for ProxyContent {
                 },
                 with_namespace(ns),
             )
-            .map_err(from_grpc)?;
+            .map_err(Error::from_grpc)?;
         let info = resp.info.unwrap_or_default();
         Ok(Info {
             digest: d.clone(),
@@ -97,7 +97,7 @@ impl Backend for ProxyContent {
         let (tx, rx) = self
             .client
             .write_opt(with_namespace(ns))
-            .map_err(from_grpc)?;
+            .map_err(Error::from_grpc)?;
         let mut writer = ProxyWriter {
             tx,
             rx,
@@ -133,7 +133,7 @@ impl Backend for ProxyContent {
                 },
                 with_namespace(ns),
             )
-            .map_err(from_grpc)?;
+            .map_err(Error::from_grpc)?;
         Ok(status_from(&resp.status.unwrap_or_default()))
     }
 
@@ -141,7 +141,7 @@ impl Backend for ProxyContent {
         let resp = self
             .client
             .list_statuses_opt(&ListStatusesRequest::default(), with_namespace(ns))
-            .map_err(from_grpc)?;
+            .map_err(Error::from_grpc)?;
         Ok(resp.statuses.iter().map(status_from).collect())
     }
 
@@ -154,7 +154,7 @@ impl Backend for ProxyContent {
                 },
                 with_namespace(ns),
             )
-            .map_err(from_grpc)?;
+            .map_err(Error::from_grpc)?;
         Ok(())
     }
 }
@@ -179,11 +179,11 @@ impl ReadAt for ProxyReader {
                 },
                 with_namespace(&self.ns),
             )
-            .map_err(from_grpc)?;
+            .map_err(Error::from_grpc)?;
         futures_executor::block_on(async {
             let mut filled = 0;
             while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(from_grpc)?;
+                let chunk = chunk.map_err(Error::from_grpc)?;
                 let n = chunk.data.len().min(buf.len() - filled);
                 buf[filled..filled + n].copy_from_slice(&chunk.data[..n]);
                 filled += n;
@@ -222,12 +222,12 @@ impl ProxyWriter {
             if let Err(err) = tx.send((req, WriteFlags::default())).await {
                 // The call is over; its status says why.
                 return match rx.next().await {
-                    Some(Err(status)) => Err(from_grpc(status)),
-                    _ => Err(from_grpc(err)),
+                    Some(Err(status)) => Err(Error::from_grpc(status)),
+                    _ => Err(Error::from_grpc(err)),
                 };
             }
             match rx.next().await {
-                Some(answer) => answer.map_err(from_grpc),
+                Some(answer) => answer.map_err(Error::from_grpc),
                 None => Err(Error::new(
                     Class::Unavailable,
                     "content proxy ended the write stream",

@@ -22,7 +22,7 @@ use oci_spec::image::{Arch, Os, Platform};
 use parking_lot::Mutex;
 
 use crate::config::{Config, ProxyPlugin};
-use crate::errdefs::{Class, Error};
+use crate::errdefs::Error;
 use crate::plugin::{types, Instance, Registration};
 use crate::services::content::ContentHandle;
 use crate::services::snapshots::SnapshotterHandle;
@@ -74,17 +74,6 @@ impl Channels {
             .connect(&target);
         cache.insert(address.to_string(), channel.clone());
         channel
-    }
-}
-
-/// A gRPC failure as an [`Error`] of the same class; transport failures are Unavailable.
-pub fn from_grpc(err: grpcio::Error) -> Error {
-    match err {
-        grpcio::Error::RpcFailure(status) => {
-            let class = Class::from_code(i32::from(status.code()));
-            Error::new(class, status.message().to_string())
-        }
-        other => Error::unavailable(format!("proxy connection: {other}")),
     }
 }
 

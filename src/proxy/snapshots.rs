@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use futures_util::StreamExt;
 use grpcio::Channel;
 
-use super::{from_grpc, with_namespace};
+use super::with_namespace;
 use crate::api::namespaces::{ListNamespacesRequest, NamespacesClient};
 use crate::api::snapshots::{
     CleanupRequest, CommitSnapshotRequest, ListSnapshotsRequest, MountsRequest,
@@ -71,7 +71,7 @@ impl Snapshotter for ProxySnapshotter {
                 },
                 with_namespace(ns_of(key)),
             )
-            .map_err(from_grpc)?;
+            .map_err(Error::from_grpc)?;
         Ok(info_from_api(&resp.info.unwrap_or_default()))
     }
 
@@ -91,7 +91,7 @@ impl Snapshotter for ProxySnapshotter {
                 },
                 with_namespace(ns_of(&info.name)),
             )
-            .map_err(from_grpc)?;
+            .map_err(Error::from_grpc)?;
         Ok(info_from_api(&resp.info.unwrap_or_default()))
     }
 
@@ -106,7 +106,7 @@ impl Snapshotter for ProxySnapshotter {
                 },
                 with_namespace(ns_of(key)),
             )
-            .map_err(from_grpc)?;
+            .map_err(Error::from_grpc)?;
         Ok(Usage {
             size: resp.size,
             inodes: resp.inodes,
@@ -124,7 +124,7 @@ impl Snapshotter for ProxySnapshotter {
                 },
                 with_namespace(ns_of(key)),
             )
-            .map_err(from_grpc)?;
+            .map_err(Error::from_grpc)?;
         Ok(mounts(&resp.mounts))
     }
 
@@ -146,7 +146,7 @@ impl Snapshotter for ProxySnapshotter {
                 },
                 with_namespace(ns_of(key)),
             )
-            .map_err(from_grpc)?;
+            .map_err(Error::from_grpc)?;
         Ok(mounts(&resp.mounts))
     }
 
@@ -168,7 +168,7 @@ impl Snapshotter for ProxySnapshotter {
                 },
                 with_namespace(ns_of(key)),
             )
-            .map_err(from_grpc)?;
+            .map_err(Error::from_grpc)?;
         Ok(mounts(&resp.mounts))
     }
 
@@ -189,7 +189,7 @@ impl Snapshotter for ProxySnapshotter {
                 },
                 with_namespace(ns_of(key)),
             )
-            .map_err(from_grpc)?;
+            .map_err(Error::from_grpc)?;
         Ok(())
     }
 
@@ -203,7 +203,7 @@ impl Snapshotter for ProxySnapshotter {
                 },
                 with_namespace(ns_of(key)),
             )
-            .map_err(from_grpc)?;
+            .map_err(Error::from_grpc)?;
         Ok(())
     }
 
@@ -211,7 +211,7 @@ impl Snapshotter for ProxySnapshotter {
         let namespaces = self
             .namespaces
             .list(&ListNamespacesRequest::default())
-            .map_err(from_grpc)?
+            .map_err(Error::from_grpc)?
             .namespaces;
         let mut out = Vec::new();
         for ns in namespaces {
@@ -224,11 +224,11 @@ impl Snapshotter for ProxySnapshotter {
                     },
                     with_namespace(&ns.name),
                 )
-                .map_err(from_grpc)?;
+                .map_err(Error::from_grpc)?;
             let infos = futures_executor::block_on(async {
                 let mut infos = Vec::new();
                 while let Some(batch) = stream.next().await {
-                    infos.extend(batch.map_err(from_grpc)?.info);
+                    infos.extend(batch.map_err(Error::from_grpc)?.info);
                 }
                 Ok::<_, Error>(infos)
             })?;
@@ -252,7 +252,7 @@ impl Snapshotter for ProxySnapshotter {
                 },
                 with_namespace("default"),
             )
-            .map_err(from_grpc)?;
+            .map_err(Error::from_grpc)?;
         Ok(())
     }
 }

@@ -17,7 +17,7 @@ use crate::api::types::Descriptor;
 use crate::api::{Any, Timestamp};
 use crate::errdefs::{Class, Error};
 use crate::plugin::{types, GrpcServices, Instance, Registration};
-use crate::proxy::{from_grpc, with_headers};
+use crate::proxy::with_headers;
 use crate::rpc::{Call, RpcResult};
 
 /// What Diff (compare) was asked for.
@@ -91,7 +91,7 @@ impl Differ for ProxyDiffer {
                 },
                 with_headers(ns, lease),
             )
-            .map_err(from_grpc)?;
+            .map_err(Error::from_grpc)?;
         Ok(resp.applied.unwrap_or_default())
     }
 
@@ -117,7 +117,7 @@ impl Differ for ProxyDiffer {
                 },
                 with_headers(ns, lease),
             )
-            .map_err(from_grpc)?;
+            .map_err(Error::from_grpc)?;
         Ok(resp.diff.unwrap_or_default())
     }
 }

@@ -66,9 +66,7 @@ impl events_ttrpc::Events for EventsService {
         _ctx: &ttrpc::TtrpcContext,
         req: events_ttrpc::ForwardRequest,
     ) -> ttrpc::Result<Empty> {
-        forward(&self.exchange, req.envelope.into_option()).map_err(|err| {
-            ttrpc::Error::RpcStatus(ttrpc::get_status(err.ttrpc_code(), err.message()))
-        })
+        forward(&self.exchange, req.envelope.into_option()).map_err(ttrpc::Error::from)
     }
 }
 

@@ -215,9 +215,7 @@ impl Daemon {
     }
 
     pub fn signal(&self, sig: i32) {
-        // SAFETY: sending a signal to our own child process.
-        let rc = unsafe { libc::kill(self.pid(), sig) };
-        assert_eq!(rc, 0, "kill failed");
+        ctrd::sys::kill(self.pid(), sig).expect("kill failed");
     }
 
     /// Sends SIGTERM and waits; returns the exit status and how long it took.
