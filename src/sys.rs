@@ -520,6 +520,16 @@ pub fn unmount(target: &std::path::Path, flags: i32) -> io::Result<()> {
     Ok(())
 }
 
+/// `unshare(2)` for the calling thread (e.g. `libc::CLONE_NEWNS` for a private mount
+/// namespace that ends with the thread).
+pub fn unshare(flags: i32) -> io::Result<()> {
+    // SAFETY: unshare takes no pointers; it only changes the calling thread's namespaces.
+    if unsafe { libc::unshare(flags) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// The `d_type` the file system reports for each entry of `dir` (`libc::DT_UNKNOWN` where
 /// it reports none), by name; `.` and `..` left out.
 pub fn dir_entry_types(dir: &std::path::Path) -> io::Result<Vec<(std::ffi::OsString, u8)>> {

@@ -158,6 +158,22 @@ fn ctr_snapshots_overlayfs_lifecycle() {
         "{plugins}"
     );
 
+    // The start-up check mounted overlay in a namespace of its own: nothing on the host.
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let base = daemon.dir.path.to_string_lossy().into_owned();
+    assert!(!mountinfo.contains(&base), "{mountinfo}");
+    wait_for(
+        "the check's scratch directory to go",
+        START_DEADLINE,
+        || {
+            let left = fs::read_dir(daemon.dir.join(PLUGIN_ROOT))
+                .expect("plugin root")
+                .flatten()
+                .any(|e| e.file_name().to_string_lossy().contains("check"));
+            (!left).then_some(())
+        },
+    );
+
     // A parentless snapshot is a bind mount of its own layer.
     snap(&daemon, &["prepare", "base"]);
     let (kind, source, options) = mount_line(&daemon, "base");

@@ -318,18 +318,17 @@ fn overlay_registration() -> Registration {
                 .create(&root)
                 .map_err(|err| Error::from(err).context(format!("create {}", root.display())))?;
         }
-        if let Some(reason) = check::unsupported(&root) {
-            return Err(crate::plugin::skip(format!(
-                "overlay not supported: {reason}"
-            )));
-        }
+        let check = check::supported(&root)
+            .map_err(|reason| crate::plugin::skip(format!("overlay not supported: {reason}")))?;
         let overlay = Overlay::open(&root, Options::for_root(&config, &root))?;
         ic.meta
             .exports
             .insert("root".into(), root.to_string_lossy().into_owned());
-        Ok(Instance::new(Arc::new(SnapshotterHandle(Arc::new(
-            overlay,
-        )))))
+        // The check's test mount is undone in the background; waited for at shutdown.
+        Ok(
+            Instance::new(Arc::new(SnapshotterHandle(Arc::new(overlay))))
+                .with_close(move || check.wait()),
+        )
     })
     .config::<OverlayConfig>()
 }

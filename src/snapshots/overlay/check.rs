@@ -2,28 +2,87 @@
 //! the backing file system must report entry types (`d_type`), and a real overlay mount
 //! with two lower directories must succeed in a scratch directory under the root. Also the
 //! mount options the kernel wants (`index=off`, `userxattr`).
+//!
+//! The test mount is made by a short-lived thread (`ctrd-overlay-check`) in a private mount
+//! namespace of its own: the caller waits only for the mount's outcome, while the thread
+//! unmounts (which waits for the kernel's RCU grace period, milliseconds of start-up) and
+//! removes the scratch directory. Should the process die first, the mount dies with the
+//! thread's namespace and never shows on the host; a leftover scratch directory is removed
+//! by the next check.
 
 use std::fs;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
 
 use crate::mount::{self, Mount};
 
-/// Why overlay cannot be used under `root`, or `None` when it can.
-pub fn unsupported(root: &Path) -> Option<String> {
+/// Prefixes of the scratch directories the checks make under a root.
+const SCRATCH: [&str; 3] = [
+    "d_type-check-",
+    "multiple-lowerdir-check",
+    "userxattr-check",
+];
+
+/// The rest of a successful check, still running: joined by [`Cleanup::wait`] or on drop.
+pub struct Cleanup(Option<JoinHandle<()>>);
+
+impl Cleanup {
+    /// Waits until the test mount is gone and its scratch directory removed.
+    pub fn wait(mut self) {
+        self.join();
+    }
+
+    fn join(&mut self) {
+        if let Some(handle) = self.0.take() {
+            if handle.join().is_err() {
+                log::warn!("the overlay check thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        self.join();
+    }
+}
+
+/// `Ok` (with the check's tail still running) when overlay can be used under `root`, else
+/// why not.
+pub fn supported(root: &Path) -> Result<Cleanup, String> {
+    remove_leftovers(root);
     match supports_d_type(root) {
         Ok(true) => {}
         Ok(false) => {
-            return Some(format!(
+            return Err(format!(
                 "{} does not support d_type. If the backing filesystem is xfs, please reformat with ftype=1 to enable d_type support",
                 root.display()
             ))
         }
-        Err(err) => return Some(format!("cannot check d_type support of {}: {err}", root.display())),
+        Err(err) => {
+            return Err(format!(
+                "cannot check d_type support of {}: {err}",
+                root.display()
+            ))
+        }
     }
     mount_check(root, "multiple-lowerdir-check", &[])
-        .err()
-        .map(|err| format!("failed to mount overlay: {err}"))
+        .map_err(|err| format!("failed to mount overlay: {err}"))
+}
+
+/// Removes scratch directories an earlier check left (its process died first).
+fn remove_leftovers(root: &Path) {
+    let Ok(entries) = fs::read_dir(root) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if SCRATCH.iter().any(|prefix| name.starts_with(prefix)) {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// Whether the file system under `dir` fills in `d_type` when listing a directory.
@@ -41,37 +100,85 @@ pub fn supports_d_type(dir: &Path) -> io::Result<bool> {
 }
 
 /// Mounts an overlay of two lower directories, an upper and a work directory in a scratch
-/// directory under `root` (with `extra` options) and unmounts it again.
-fn mount_check(root: &Path, prefix: &str, extra: &[&str]) -> io::Result<()> {
+/// directory under `root` (with `extra` options), from a thread in a private mount
+/// namespace; see the module documentation.
+fn mount_check(root: &Path, prefix: &str, extra: &[&str]) -> io::Result<Cleanup> {
     let scratch = mount::unique_dir(root, prefix)?;
-    let result = (|| {
+    let made = (|| {
         for dir in ["lower1", "lower2", "upper", "work", "merged"] {
             fs::create_dir(scratch.join(dir))?;
         }
-        let path = |dir: &str| scratch.join(dir).to_string_lossy().into_owned();
-        let mut options = vec![format!(
-            "lowerdir={}:{},upperdir={},workdir={}",
-            path("lower2"),
-            path("lower1"),
-            path("upper"),
-            path("work")
-        )];
-        options.extend(extra.iter().map(|o| o.to_string()));
-        let m = Mount {
-            r#type: "overlay".into(),
-            source: "overlay".into(),
-            target: String::new(),
-            options,
-        };
-        let merged = scratch.join("merged");
-        mount::mount(&m, &merged)?;
-        mount::unmount_all(&merged)
+        Ok::<(), io::Error>(())
     })();
-    // Only an unmounted scratch directory is removed whole.
-    if mount::unmount_all(&scratch.join("merged")).is_ok() {
+    if let Err(err) = made {
         let _ = fs::remove_dir_all(&scratch);
+        return Err(err);
     }
-    result
+    let path = |dir: &str| scratch.join(dir).to_string_lossy().into_owned();
+    let mut options = vec![format!(
+        "lowerdir={}:{},upperdir={},workdir={}",
+        path("lower2"),
+        path("lower1"),
+        path("upper"),
+        path("work")
+    )];
+    options.extend(extra.iter().map(|o| o.to_string()));
+    let m = Mount {
+        r#type: "overlay".into(),
+        source: "overlay".into(),
+        target: String::new(),
+        options,
+    };
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let thread_scratch = scratch.clone();
+    let spawned = std::thread::Builder::new()
+        .name("ctrd-overlay-check".into())
+        .spawn(move || check_thread(&m, &thread_scratch, &tx));
+    let handle = match spawned {
+        Ok(handle) => handle,
+        Err(err) => {
+            let _ = fs::remove_dir_all(&scratch);
+            return Err(err);
+        }
+    };
+    let mut cleanup = Cleanup(Some(handle));
+    match rx.recv() {
+        Ok(Ok(())) => Ok(cleanup),
+        Ok(Err(err)) => {
+            cleanup.join();
+            Err(err)
+        }
+        Err(_) => {
+            cleanup.join();
+            Err(io::Error::other("the overlay check thread ended early"))
+        }
+    }
+}
+
+/// The check thread: its own mount namespace (private, so nothing propagates to the host),
+/// the test mount, the outcome sent, then the unmount and the scratch directory removed.
+fn check_thread(m: &Mount, scratch: &PathBuf, tx: &crossbeam_channel::Sender<io::Result<()>>) {
+    let merged = scratch.join("merged");
+    let mounted = crate::sys::unshare(libc::CLONE_NEWNS)
+        .and_then(|()| {
+            crate::sys::mount(
+                "none",
+                Path::new("/"),
+                "",
+                libc::MS_REC | libc::MS_PRIVATE,
+                "",
+            )
+        })
+        .and_then(|()| mount::mount(m, &merged));
+    let ok = mounted.is_ok();
+    let _ = tx.send(mounted);
+    if ok {
+        if let Err(err) = mount::unmount_all(&merged) {
+            log::warn!("failed to unmount {}: {err}", merged.display());
+            return;
+        }
+    }
+    let _ = fs::remove_dir_all(scratch);
 }
 
 /// Whether the kernel's overlay module has the `index` feature, which containerd turns off.
@@ -93,7 +200,10 @@ fn in_user_namespace() -> bool {
 /// Whether overlay must be mounted with `userxattr`: only inside a user namespace, and only
 /// where the kernel accepts the option.
 pub fn needs_userxattr(root: &Path) -> bool {
-    in_user_namespace() && mount_check(root, "userxattr-check", &["userxattr"]).is_ok()
+    in_user_namespace()
+        && mount_check(root, "userxattr-check", &["userxattr"])
+            .map(Cleanup::wait)
+            .is_ok()
 }
 
 #[cfg(test)]
@@ -127,7 +237,9 @@ mod tests {
         }
         let dir = tempfile::tempdir().expect("tempdir");
         assert!(supports_d_type(dir.path()).expect("d_type"));
-        assert_eq!(unsupported(dir.path()), None);
+        // A leftover of a check whose process died is removed by the next.
+        fs::create_dir_all(dir.path().join("multiple-lowerdir-check7/merged")).expect("mkdir");
+        supported(dir.path()).expect("overlay works").wait();
         assert_eq!(fs::read_dir(dir.path()).expect("readdir").count(), 0);
     }
 
@@ -153,7 +265,9 @@ mod tests {
         };
         mount::mount(&m, &dir.path().join("m")).expect("mount overlay");
         let guard = Mounted(dir.path().join("m"));
-        let reason = unsupported(&guard.0).expect("overlay on overlay is refused");
+        let reason = supported(&guard.0)
+            .err()
+            .expect("overlay on overlay is refused");
         assert!(reason.starts_with("failed to mount overlay: "), "{reason}");
         let left: Vec<_> = fs::read_dir(&guard.0).expect("readdir").collect();
         assert!(left.is_empty(), "scratch directories removed: {left:?}");
@@ -186,7 +300,7 @@ mod tests {
         assert!(status.success(), "loop mount");
         let guard = Mounted(target);
         assert!(!supports_d_type(&guard.0).expect("check"));
-        let reason = unsupported(&guard.0).expect("unsupported");
+        let reason = supported(&guard.0).err().expect("unsupported");
         assert!(reason.contains("does not support d_type"), "{reason}");
     }
 
