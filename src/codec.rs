@@ -1,12 +1,17 @@
-//! Binary encoding of stored values: little-endian integers and length-prefixed strings.
+//! Binary encoding of stored values (redb records of the metadata store and the native
+//! snapshotter): little-endian integers and length-prefixed strings.
 //!
-//! Values are small and private to this store, so a hand-written layout is enough; any
+//! Values are small and private to these stores, so a hand-written layout is enough; any
 //! record that does not decode is reported as DataLoss.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::errdefs::{Class, Error};
+
+/// redb's page cache for our stores: metadata is small and read mostly through short
+/// transactions, so a small cache keeps the daemon's footprint down on small hosts.
+pub(crate) const CACHE_BYTES: usize = 512 << 10;
 
 /// Appends fields to a byte buffer.
 #[derive(Default)]

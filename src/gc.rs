@@ -1,4 +1,5 @@
-//! When garbage collection runs: the `io.containerd.gc.v1.scheduler` plugin.
+//! When garbage collection runs: the `io.containerd.gc.v1.scheduler` plugin. What a
+//! collection does is the metadata side's [`Collector`].
 //!
 //! The metadata store reports every committed change as a mutation, marked dirty when it
 //! deleted something. One thread owns the schedule and decides, with containerd's rules and
@@ -22,21 +23,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::GoDuration;
 use crate::errdefs::Error;
-use crate::metadata::Metadata;
+use crate::metadata::{Collector, Metadata, Stats};
 use crate::plugin::{types, Instance, Registration};
-
-/// Runs one collection.
-pub trait Collector: Send + Sync {
-    fn garbage_collect(&self) -> Result<Stats, Error>;
-}
-
-/// What one collection did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Stats {
-    pub elapsed: Duration,
-    /// Records, blobs, ingests and leases removed.
-    pub removed: usize,
-}
 
 /// `[plugins.'io.containerd.gc.v1.scheduler']`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -7,6 +7,9 @@
 //!
 //! A streaming handler learns that its client left from a failed [`StreamSender::send`],
 //! from [`StreamSender::is_closed`], or while waiting, from [`StreamSender::closed_signal`].
+//!
+//! [`StreamSender::in_memory`] and [`StreamReceiver::in_memory`] are in-process stand-ins
+//! for grpcio's streams, so streaming handlers are tested without a socket.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -19,6 +22,7 @@ use grpcio::{
 };
 
 use crate::errdefs::Error;
+use crate::scope::Scope;
 
 pub type RpcResult<T> = Result<T, Error>;
 
@@ -183,6 +187,11 @@ impl Call {
         Ok(ns)
     }
 
+    /// The call's scope: its namespace (required and valid) and its lease, if any.
+    pub fn scope(&self) -> RpcResult<Scope> {
+        Ok(Scope::new(self.namespace_required()?).with_lease(self.lease()))
+    }
+
     /// True once a streaming call is known to be over early: a send or receive failed, or
     /// the stream's `is_closed`/`closed_signal` saw the client leave. Always false for unary.
     pub fn is_cancelled(&self) -> bool {
@@ -216,6 +225,17 @@ pub fn unimplemented(method: &str) -> Error {
 enum OutSink<T> {
     Server(ServerStreamingSink<T>),
     Duplex(DuplexSink<T>),
+    Memory {
+        tx: crossbeam_channel::Sender<T>,
+        hangup: crossbeam_channel::Receiver<()>,
+    },
+}
+
+/// The client end of an in-memory stream ([`StreamSender::in_memory`]): what the handler
+/// sent, in order. Dropping it means the client went away.
+pub struct MemoryClient<T> {
+    pub messages: crossbeam_channel::Receiver<T>,
+    _hangup: crossbeam_channel::Sender<()>,
 }
 
 /// Sends the messages of a streaming response; blocks until grpcio took each one.
@@ -238,6 +258,19 @@ impl<T> StreamSender<T> {
         }
     }
 
+    /// A sender whose messages go to the returned client end in this process, for testing
+    /// streaming handlers without a socket.
+    pub fn in_memory(call: Arc<Call>) -> (StreamSender<T>, MemoryClient<T>) {
+        let (tx, messages) = crossbeam_channel::unbounded();
+        let (hangup_tx, hangup) = crossbeam_channel::bounded(0);
+        let sender = StreamSender::new(OutSink::Memory { tx, hangup }, call);
+        let client = MemoryClient {
+            messages,
+            _hangup: hangup_tx,
+        };
+        (sender, client)
+    }
+
     pub fn send(&mut self, msg: T) -> RpcResult<()> {
         if self.closed {
             return Err(client_gone());
@@ -246,6 +279,7 @@ impl<T> StreamSender<T> {
         let result = match &mut self.sink {
             OutSink::Server(sink) => futures_executor::block_on(sink.send(item)),
             OutSink::Duplex(sink) => futures_executor::block_on(sink.send(item)),
+            OutSink::Memory { tx, .. } => tx.send(item.0).map_err(|_| grpcio::Error::RemoteStopped),
         };
         match result {
             Ok(()) => {
@@ -292,6 +326,10 @@ impl<T> StreamSender<T> {
     ///
     /// [`send`]: StreamSender::send
     pub fn closed_signal(&mut self) -> crossbeam_channel::Receiver<()> {
+        if let OutSink::Memory { hangup, .. } = &self.sink {
+            // Becomes ready (disconnected) when the client end is dropped.
+            return hangup.clone();
+        }
         let (tx, rx) = crossbeam_channel::bounded(1);
         let waker = std::task::Waker::from(Arc::new(SignalWaker {
             signal: tx.clone(),
@@ -312,6 +350,16 @@ impl<T> StreamSender<T> {
         let ready = match &mut self.sink {
             OutSink::Server(sink) => sink.poll_ready_unpin(cx),
             OutSink::Duplex(sink) => sink.poll_ready_unpin(cx),
+            OutSink::Memory { hangup, .. } => {
+                let gone = matches!(
+                    hangup.try_recv(),
+                    Err(crossbeam_channel::TryRecvError::Disconnected)
+                );
+                if gone {
+                    self.mark_closed();
+                }
+                return self.closed;
+            }
         };
         if matches!(ready, std::task::Poll::Ready(Err(_))) {
             self.mark_closed();
@@ -346,15 +394,54 @@ impl std::task::Wake for SignalWaker {
 
 /// The messages of a streaming request; `next` blocks until one arrives.
 pub struct StreamReceiver<T> {
-    stream: RequestStream<T>,
+    source: InSource<T>,
     call: Arc<Call>,
+}
+
+enum InSource<T> {
+    Grpc(RequestStream<T>),
+    Memory(crossbeam_channel::Receiver<RpcResult<T>>),
+}
+
+impl<T> StreamReceiver<T> {
+    fn grpc(stream: RequestStream<T>, call: Arc<Call>) -> Self {
+        StreamReceiver {
+            source: InSource::Grpc(stream),
+            call,
+        }
+    }
+
+    /// A receiver fed in this process through the returned sender, for testing streaming
+    /// handlers without a socket: an `Err` is a failed receive, dropping the sender ends the
+    /// stream.
+    pub fn in_memory(
+        call: Arc<Call>,
+    ) -> (StreamReceiver<T>, crossbeam_channel::Sender<RpcResult<T>>) {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let receiver = StreamReceiver {
+            source: InSource::Memory(rx),
+            call,
+        };
+        (receiver, tx)
+    }
 }
 
 impl<T> Iterator for StreamReceiver<T> {
     type Item = RpcResult<T>;
 
     fn next(&mut self) -> Option<RpcResult<T>> {
-        let item = futures_executor::block_on(self.stream.next())?;
+        let stream = match &mut self.source {
+            InSource::Grpc(stream) => stream,
+            InSource::Memory(rx) => {
+                let item = rx.recv().ok()?;
+                match &item {
+                    Ok(_) => self.call.received(),
+                    Err(_) => self.call.cancelled.store(true, Ordering::Relaxed),
+                }
+                return Some(item);
+            }
+        };
+        let item = futures_executor::block_on(stream.next())?;
         Some(match item {
             Ok(msg) => {
                 self.call.received();
@@ -575,10 +662,7 @@ pub fn client_streaming<Req, Resp>(
 {
     let call = Arc::new(Call::new(&ctx, service, method, MethodKind::ClientStream));
     spawn_stream(&call.clone(), move || {
-        let mut input = StreamReceiver {
-            stream,
-            call: call.clone(),
-        };
+        let mut input = StreamReceiver::grpc(stream, call.clone());
         let result = f(&call, &mut input);
         let code = code_of(&result);
         let done = match result {
@@ -614,10 +698,7 @@ pub fn duplex_streaming<Req, Resp>(
 {
     let call = Arc::new(Call::new(&ctx, service, method, MethodKind::BidiStream));
     spawn_stream(&call.clone(), move || {
-        let mut input = StreamReceiver {
-            stream,
-            call: call.clone(),
-        };
+        let mut input = StreamReceiver::grpc(stream, call.clone());
         let mut out = StreamSender::new(OutSink::Duplex(sink), call.clone());
         let result = f(&call, &mut input, &mut out);
         let code = code_of(&result);
@@ -640,6 +721,7 @@ fn finish_stream<T>(call: &Call, out: StreamSender<T>, result: RpcResult<()>) {
             let done = match out.sink {
                 OutSink::Server(mut sink) => futures_executor::block_on(sink.close()),
                 OutSink::Duplex(mut sink) => futures_executor::block_on(sink.close()),
+                OutSink::Memory { .. } => Ok(()),
             };
             if done.is_err() {
                 call.cancelled.store(true, Ordering::Relaxed);
@@ -651,6 +733,7 @@ fn finish_stream<T>(call: &Call, out: StreamSender<T>, result: RpcResult<()>) {
     let done = match out.sink {
         OutSink::Server(sink) => futures_executor::block_on(sink.fail(status)),
         OutSink::Duplex(sink) => futures_executor::block_on(sink.fail(status)),
+        OutSink::Memory { .. } => Ok(()),
     };
     if done.is_err() {
         call.cancelled.store(true, Ordering::Relaxed);

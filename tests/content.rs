@@ -11,7 +11,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{require_tool, wait_for, Daemon, Options, START_DEADLINE};
+use common::{
+    call_opt as opt, require_tool, rpc_status as status_code, wait_for, Daemon, Options,
+    START_DEADLINE,
+};
 use ctrd::api::content::{
     ContentClient, InfoRequest, ListContentRequest, ReadContentRequest, StatusRequest,
     UpdateRequest, WriteAction, WriteContentRequest, WriteContentResponse,
@@ -37,29 +40,6 @@ fn data(len: usize, seed: u64) -> Vec<u8> {
     }
     out.truncate(len);
     out
-}
-
-fn opt(ns: &str, lease: Option<&str>) -> CallOption {
-    let mut headers = grpcio::MetadataBuilder::new();
-    headers
-        .add_str("containerd-namespace", ns)
-        .expect("namespace header");
-    if let Some(lease) = lease {
-        headers
-            .add_str("containerd-lease", lease)
-            .expect("lease header");
-    }
-    CallOption::default()
-        .headers(headers.build())
-        .timeout(START_DEADLINE)
-}
-
-fn status_code<T>(result: Result<T, grpcio::Error>) -> (RpcStatusCode, String) {
-    match result {
-        Err(grpcio::Error::RpcFailure(status)) => (status.code(), status.message().to_string()),
-        Err(other) => panic!("expected an RPC status, got {other}"),
-        Ok(_) => panic!("expected an RPC error, got success"),
-    }
 }
 
 fn write_req(action: WriteAction) -> WriteContentRequest {

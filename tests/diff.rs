@@ -9,7 +9,7 @@ use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use common::{Daemon, Options};
+use common::{call_opt as opt, rpc_status as code_of, Daemon, Options};
 use ctrd::api::content::{ContentClient, WriteAction, WriteContentRequest};
 use ctrd::api::diff::{ApplyRequest, DiffClient, DiffRequest};
 use ctrd::api::mount::Mount;
@@ -17,27 +17,11 @@ use ctrd::api::snapshots::{CommitSnapshotRequest, PrepareSnapshotRequest, Snapsh
 use ctrd::api::types::Descriptor;
 use ctrd::content::Digest;
 use futures_util::{SinkExt, StreamExt};
-use grpcio::{CallOption, RpcStatusCode, WriteFlags};
+use grpcio::{RpcStatusCode, WriteFlags};
 
 const TAR: &str = "application/vnd.oci.image.layer.v1.tar";
 const TAR_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 const GC_ROOT: &str = "containerd.io/gc.root";
-
-fn opt() -> CallOption {
-    let mut headers = grpcio::MetadataBuilder::new();
-    headers.add_str("containerd-namespace", "default").unwrap();
-    CallOption::default()
-        .headers(headers.build())
-        .timeout(common::START_DEADLINE)
-}
-
-fn code_of<T>(result: Result<T, grpcio::Error>) -> (RpcStatusCode, String) {
-    match result {
-        Err(grpcio::Error::RpcFailure(s)) => (s.code(), s.message().to_string()),
-        Err(other) => panic!("not an RPC status: {other}"),
-        Ok(_) => panic!("expected an error"),
-    }
-}
 
 /// A tar layer from (path, contents) pairs; a `None` body makes a directory.
 fn layer(entries: &[(&str, Option<&str>)]) -> Vec<u8> {
@@ -77,7 +61,7 @@ fn gzip(data: &[u8]) -> Vec<u8> {
 fn put(daemon: &Daemon, data: &[u8], media_type: &str) -> Descriptor {
     let client = ContentClient::new(daemon.channel());
     let digest = Digest::of(data).to_string();
-    let (mut tx, mut rx) = client.write_opt(opt()).unwrap();
+    let (mut tx, mut rx) = client.write_opt(opt("default", None)).unwrap();
     let msgs = vec![
         WriteContentRequest {
             action: WriteAction::WRITE.into(),
@@ -118,7 +102,7 @@ fn prepare(daemon: &Daemon, key: &str, parent: &str) -> (Vec<Mount>, PathBuf) {
                 labels: [(GC_ROOT.to_string(), "x".to_string())].into(),
                 ..Default::default()
             },
-            opt(),
+            opt("default", None),
         )
         .expect("prepare");
     let dir = PathBuf::from(&resp.mounts[0].source);
@@ -135,7 +119,7 @@ fn commit(daemon: &Daemon, name: &str, key: &str) {
                 labels: [(GC_ROOT.to_string(), "x".to_string())].into(),
                 ..Default::default()
             },
-            opt(),
+            opt("default", None),
         )
         .expect("commit");
 }
@@ -152,7 +136,7 @@ fn apply(
                 mounts: mounts.to_vec(),
                 ..Default::default()
             },
-            opt(),
+            opt("default", None),
         )
         .map(|r| r.applied.unwrap_or_default())
 }
@@ -246,7 +230,7 @@ fn gzip_layer_with_whiteouts_then_diff_and_apply_round_trip() {
                 ref_: "my-diff".into(),
                 ..Default::default()
             },
-            opt(),
+            opt("default", None),
         )
         .expect("diff")
         .diff
@@ -271,7 +255,7 @@ fn gzip_layer_with_whiteouts_then_diff_and_apply_round_trip() {
             media_type: "application/vnd.oci.image.layer.v1.tar+zstd".into(),
             ..Default::default()
         },
-        opt(),
+        opt("default", None),
     ));
     assert_eq!(code, RpcStatusCode::UNIMPLEMENTED, "{message}");
     let tmpfs = vec![Mount {

@@ -26,8 +26,6 @@ fn snap_err(daemon: &Daemon, args: &[&str]) -> String {
 
 fn list_filtered(daemon: &Daemon, filter: &str) -> Vec<String> {
     let client = SnapshotsClient::new(daemon.channel());
-    let mut headers = grpcio::MetadataBuilder::new();
-    headers.add_str("containerd-namespace", "default").unwrap();
     let mut stream = client
         .list_opt(
             &ListSnapshotsRequest {
@@ -35,7 +33,7 @@ fn list_filtered(daemon: &Daemon, filter: &str) -> Vec<String> {
                 filters: vec![filter.into()],
                 ..Default::default()
             },
-            grpcio::CallOption::default().headers(headers.build()),
+            common::call_opt("default", None),
         )
         .expect("list");
     futures_executor::block_on(async {

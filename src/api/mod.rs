@@ -143,6 +143,36 @@ pub fn system_time(ts: &Timestamp) -> std::time::SystemTime {
     std::time::UNIX_EPOCH + std::time::Duration::new(secs, nanos)
 }
 
+/// A protobuf timestamp as a time, before 1970 too (for values handed on unchanged).
+pub fn system_time_signed(ts: &Timestamp) -> std::time::SystemTime {
+    let nanos = std::time::Duration::from_nanos(u64::try_from(ts.nanos).unwrap_or(0));
+    let whole = std::time::Duration::from_secs(ts.seconds.unsigned_abs());
+    if ts.seconds >= 0 {
+        std::time::UNIX_EPOCH + whole + nanos
+    } else {
+        std::time::UNIX_EPOCH - whole + nanos
+    }
+}
+
+/// `at` as a protobuf timestamp, before 1970 too (the inverse of [`system_time_signed`]).
+pub fn timestamp_signed(at: std::time::SystemTime) -> Timestamp {
+    let (seconds, nanos) = match at.duration_since(std::time::UNIX_EPOCH) {
+        Ok(after) => (after.as_secs() as i64, after.subsec_nanos()),
+        Err(before) => {
+            let d = before.duration();
+            match d.subsec_nanos() {
+                0 => (-(d.as_secs() as i64), 0),
+                n => (-(d.as_secs() as i64) - 1, 1_000_000_000 - n),
+            }
+        }
+    };
+    Timestamp {
+        seconds,
+        nanos: nanos as i32,
+        ..Default::default()
+    }
+}
+
 /// `containerd.services.content.v1`.
 pub mod content {
     pub use super::svc::content::v1::content::{

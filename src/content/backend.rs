@@ -166,3 +166,7 @@ impl Backend for Store {
         Some(self)
     }
 }
+
+/// How a content plugin's value is stored, local or proxy alike: the metadata plugin finds
+/// its backend through this type.
+pub struct ContentHandle(pub std::sync::Arc<dyn Backend>);

@@ -19,6 +19,7 @@
 pub mod backend;
 mod digest;
 mod ingest;
+pub mod plugin;
 mod writer;
 
 use std::collections::HashSet;
@@ -31,7 +32,7 @@ use std::time::SystemTime;
 use crate::errdefs::{Class, Error};
 use parking_lot::Mutex;
 
-pub use backend::{Backend, BlobWriter, ReadAt};
+pub use backend::{Backend, BlobWriter, ContentHandle, ReadAt};
 pub use digest::Digest;
 pub use writer::Writer;
 
@@ -44,6 +45,17 @@ pub struct Info {
     pub size: i64,
     pub created_at: SystemTime,
     pub updated_at: SystemTime,
+}
+
+/// A blob as other objects point at it (an OCI descriptor): what it is, which bytes and
+/// how many.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Descriptor {
+    pub media_type: String,
+    /// `sha256:<hex>`, as given (parsed where it is used).
+    pub digest: String,
+    pub size: i64,
+    pub annotations: std::collections::BTreeMap<String, String>,
 }
 
 /// The progress of an ingest.

@@ -1,6 +1,7 @@
-//! `io.containerd.differ.v1.walking`: applies layers by unpacking them into the mounted
-//! directory and computes layers by walking two directory trees, reading and writing blobs
-//! through the namespaced content store.
+//! The walking differ (`io.containerd.differ.v1.walking`, registered in [`super::plugin`]):
+//! applies layers by unpacking them into the mounted directory and computes layers by
+//! walking two directory trees, reading and writing blobs through the namespaced content
+//! store.
 //!
 //! Bind mounts (the native snapshotter's, and overlayfs' parentless or single-parent
 //! ones) are used as the directory they name, with nothing mounted. Apply onto an overlay
@@ -14,25 +15,21 @@
 //! media types they accept (each may hand over to another), gzip is decompressed, and a
 //! media type nothing accepts fails the call.
 
-use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::api::mount::Mount as ApiMount;
-use crate::api::types::Descriptor;
-use crate::api::Any;
-use crate::content::{Digest, ReadAt};
-use crate::diff::compression::{self, Compression, MEDIA_TYPE_LAYER, MEDIA_TYPE_LAYER_GZIP};
-use crate::diff::processor::{self, Processors};
-use crate::diff::walk::DiffOptions;
-use crate::diff::ApplyOptions;
+use super::apply::ApplyOptions;
+use super::compression::{self, Compression, MEDIA_TYPE_LAYER, MEDIA_TYPE_LAYER_GZIP};
+use super::differ::{ApplyParams, CompareOptions, Differ};
+use super::processor::{self, Processors};
+use super::walk::DiffOptions;
+use crate::content::{Descriptor, Digest, ReadAt};
 use crate::errdefs::{Class, Error};
 use crate::metadata::{ContentWriter, Metadata};
 use crate::mount::{Mount, TempMount};
-use crate::plugin::{types, Instance, Registration};
-use crate::services::diff::{CompareOptions, Differ, DifferHandle};
-use crate::services::snapshots::mount_from_api;
+use crate::scope::Scope;
 
 /// The label naming the uncompressed digest of a compressed layer.
 pub const LABEL_UNCOMPRESSED: &str = "containerd.io/uncompressed";
@@ -43,6 +40,18 @@ pub struct Walking {
     processors: Processors,
     /// Where Compare mounts overlay trees: `<root>/tmpmounts`, as containerd 2 has it.
     temp_mounts: PathBuf,
+}
+
+impl Walking {
+    /// A walking differ over the namespaced content store, running `processors` on apply
+    /// and mounting Compare's overlay trees under `temp_mounts`.
+    pub fn new(meta: Arc<Metadata>, processors: Processors, temp_mounts: PathBuf) -> Self {
+        Walking {
+            meta,
+            processors,
+            temp_mounts,
+        }
+    }
 }
 
 /// Where Apply writes: a directory, and how to write into it.
@@ -160,24 +169,32 @@ fn unique_ref() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
         .as_nanos();
-    let id = crate::services::leases::generate_id().unwrap_or_default();
+    let id = crate::metadata::generate_lease_id().unwrap_or_default();
     format!("diff-{nanos}-{id}")
+}
+
+/// Whole seconds since 1970, rounded down (negative before 1970).
+fn unix_seconds(at: SystemTime) -> i64 {
+    match at.duration_since(UNIX_EPOCH) {
+        Ok(after) => after.as_secs() as i64,
+        Err(before) => {
+            let d = before.duration();
+            -(d.as_secs() as i64) - i64::from(d.subsec_nanos() > 0)
+        }
+    }
 }
 
 impl Differ for Walking {
     fn apply(
         &self,
-        ns: &str,
-        _lease: Option<&str>,
+        scope: &Scope,
         desc: &Descriptor,
-        mounts: &[ApiMount],
-        _payloads: &HashMap<String, Any>,
-        sync_fs: bool,
+        mounts: &[Mount],
+        params: &ApplyParams,
     ) -> Result<Descriptor, Error> {
-        let mounts: Vec<Mount> = mounts.iter().map(mount_from_api).collect();
-        let (root, options) = apply_target(&mounts)?;
+        let (root, options) = apply_target(mounts)?;
         let digest = Digest::parse(&desc.digest)?;
-        let (blob, size) = self.meta.reader(ns, &digest)?;
+        let (blob, size) = self.meta.reader(scope, &digest)?;
         let blob: Box<dyn Read + Send> = Box::new(BlobStream {
             blob,
             offset: 0,
@@ -185,8 +202,8 @@ impl Differ for Walking {
         });
         let tar = processor::uncompressed_layer(&self.processors, &desc.media_type, blob)?;
         // apply_layer reads to the end, so a failing processor's error surfaces here.
-        let stats = crate::diff::apply_layer_with(tar, &root, &options)?;
-        if sync_fs {
+        let stats = super::apply_layer_with(tar, &root, &options)?;
+        if params.sync_fs {
             crate::sys::syncfs(&root).map_err(io_error("sync filesystem"))?;
         }
         Ok(Descriptor {
@@ -199,14 +216,11 @@ impl Differ for Walking {
 
     fn compare(
         &self,
-        ns: &str,
-        lease: Option<&str>,
-        lower: &[ApiMount],
-        upper: &[ApiMount],
+        scope: &Scope,
+        lower: &[Mount],
+        upper: &[Mount],
         opts: &CompareOptions,
     ) -> Result<Descriptor, Error> {
-        let lower: Vec<Mount> = lower.iter().map(mount_from_api).collect();
-        let upper: Vec<Mount> = upper.iter().map(mount_from_api).collect();
         let media_type = if opts.media_type.is_empty() {
             MEDIA_TYPE_LAYER_GZIP.to_string()
         } else {
@@ -215,8 +229,8 @@ impl Differ for Walking {
         // Refuses zstd and unknown media types as NotImplemented, before anything is written.
         let compression = compression::diff_compression(&media_type)?;
         // Dropped (unmounted) after the walk, whatever its outcome.
-        let lower = Tree::open(&lower, &self.temp_mounts)?;
-        let upper = Tree::open(&upper, &self.temp_mounts)?;
+        let lower = Tree::open(lower, &self.temp_mounts)?;
+        let upper = Tree::open(upper, &self.temp_mounts)?;
         let fresh = opts.reference.is_empty();
         let reference = if fresh {
             unique_ref()
@@ -225,20 +239,19 @@ impl Differ for Walking {
         };
         let mut writer = self
             .meta
-            .writer(ns, &reference, 0, None, lease.map(str::to_string))
+            .writer(scope, &reference, 0, None)
             .map_err(|err| err.context("failed to open writer"))?;
         if !fresh && writer.offset() > 0 {
             writer.truncate(0)?;
         }
-        let mut labels: std::collections::BTreeMap<String, String> =
-            opts.labels.clone().into_iter().collect();
+        let mut labels = opts.labels.clone();
         let written = (|| {
             let sink = io::BufWriter::with_capacity(1 << 20, IngestSink(&mut writer));
             let mut out = compression::DiffWriter::new(compression, sink)?;
             let options = DiffOptions {
-                mtime_upper_bound: opts.source_date_epoch.as_ref().map(|t| t.seconds),
+                mtime_upper_bound: opts.source_date_epoch.map(unix_seconds),
             };
-            crate::diff::walk::write_diff_with(lower.path(), upper.path(), &mut out, &options)
+            super::walk::write_diff_with(lower.path(), upper.path(), &mut out, &options)
                 .map_err(|err| err.context("failed to write diff"))?;
             let (mut sink, uncompressed) =
                 out.finish().map_err(io_error("failed to write diff"))?;
@@ -251,7 +264,7 @@ impl Differ for Walking {
         if let Err(err) = written {
             drop(writer);
             if fresh {
-                if let Err(abort) = self.meta.abort(ns, &reference) {
+                if let Err(abort) = self.meta.abort(scope, &reference) {
                     log::warn!("failed to delete diff upload {reference:?}: {abort}");
                 }
             }
@@ -265,7 +278,7 @@ impl Differ for Walking {
         }
         let info = self
             .meta
-            .info(ns, &digest)
+            .info(scope, &digest)
             .map_err(|err| err.context("failed to get info from content store"))?;
         Ok(Descriptor {
             media_type,
@@ -277,7 +290,7 @@ impl Differ for Walking {
 }
 
 /// Unmounts and removes what a crash during Compare left under `dir`.
-fn remove_stale_mounts(dir: &Path) {
+pub(super) fn remove_stale_mounts(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
@@ -289,23 +302,6 @@ fn remove_stale_mounts(dir: &Path) {
             log::warn!("failed to remove {}: {err}", path.display());
         }
     }
-}
-
-/// `io.containerd.differ.v1.walking`.
-pub fn registration() -> Registration {
-    Registration::new(types::DIFF, "walking", |ic| {
-        let meta = ic.single::<Metadata>(types::METADATA)?;
-        let processors = Processors::new(&ic.daemon.stream_processors);
-        ic.meta.platforms.push(crate::proxy::host_platform());
-        let temp_mounts = Path::new(&ic.daemon.root).join("tmpmounts");
-        remove_stale_mounts(&temp_mounts);
-        Ok(Instance::new(Arc::new(DifferHandle(Arc::new(Walking {
-            meta,
-            processors,
-            temp_mounts,
-        })))))
-    })
-    .requires(&[types::METADATA])
 }
 
 #[cfg(test)]

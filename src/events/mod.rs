@@ -16,6 +16,7 @@ use crate::filters::Filter;
 use crate::identifiers;
 
 pub mod payload;
+pub mod plugin;
 
 /// Envelopes a subscriber may have queued before it is dropped.
 const QUEUE: usize = 4096;

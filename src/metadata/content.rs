@@ -6,12 +6,12 @@ use std::time::SystemTime;
 
 use redb::ReadableTable;
 
-use super::codec::{Decoder, Encoder};
 use super::leases::lease_exists;
 use super::{
     ensure_namespace, update_labels, validate_labels, Db, StoreResult, CONTENT, LEASES,
     LEASE_RESOURCES,
 };
+use crate::codec::{Decoder, Encoder};
 use crate::errdefs::{Class, Error};
 use crate::identifiers::go_quote;
 

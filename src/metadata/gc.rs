@@ -7,7 +7,7 @@
 //! nothing, and is reported for deletion; an unparsable expiry is ignored.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use redb::ReadableTable;
 
@@ -19,6 +19,19 @@ use super::{
 };
 use crate::errdefs::Error;
 use crate::timefmt::parse_rfc3339;
+
+/// Runs one collection (the metadata plugin's value does; the GC scheduler decides when).
+pub trait Collector: Send + Sync {
+    fn garbage_collect(&self) -> Result<Stats, Error>;
+}
+
+/// What one collection did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub elapsed: Duration,
+    /// Records, blobs, ingests and leases removed.
+    pub removed: usize,
+}
 
 const GC_REF_CONTENT: &str = "containerd.io/gc.ref.content";
 const GC_REF_SNAPSHOT: &str = "containerd.io/gc.ref.snapshot.";

@@ -1,12 +1,13 @@
 //! Leases and the resources they hold (content, ingests, images, snapshots/<snapshotter>).
 
 use std::collections::BTreeMap;
-use std::time::SystemTime;
+use std::io::Read as _;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use redb::ReadableTable;
 
-use super::codec::{Decoder, Encoder};
 use super::{ensure_namespace, validate_labels, Db, StoreResult, LEASES, LEASE_RESOURCES};
+use crate::codec::{Decoder, Encoder};
 use crate::errdefs::{Class, Error};
 use crate::identifiers::go_quote;
 
@@ -99,6 +100,25 @@ pub(super) fn lease_exists(
         Some(_) => Ok(()),
         None => Err(not_found(id)),
     }
+}
+
+/// A server-chosen lease id like containerd's: the nanoseconds of the current second, a dash,
+/// and four URL-safe base64 characters from three random bytes.
+pub fn generate_lease_id() -> Result<String, Error> {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut bytes = [0u8; 3];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(|err| Error::internal(format!("read /dev/urandom: {err}")))?;
+    let n = (u32::from(bytes[0]) << 16) | (u32::from(bytes[1]) << 8) | u32::from(bytes[2]);
+    let suffix: String = (0..4)
+        .map(|i| ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char)
+        .collect();
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .subsec_nanos();
+    Ok(format!("{nanos}-{suffix}"))
 }
 
 impl Db {
@@ -331,5 +351,17 @@ mod tests {
             assert_eq!(err.class(), Class::InvalidArgument, "{bad_digest}");
         }
         assert!(db.list_lease_resources("ns", "l").unwrap().is_empty());
+    }
+
+    #[test]
+    fn generated_ids_look_like_containerds() {
+        let id = generate_lease_id().unwrap();
+        let (nanos, suffix) = id.split_once('-').expect("dash");
+        assert!(nanos.parse::<u32>().unwrap() < 1_000_000_000, "{id}");
+        assert_eq!(suffix.len(), 4, "{id}");
+        assert!(suffix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        assert_ne!(generate_lease_id().unwrap(), generate_lease_id().unwrap());
     }
 }

@@ -13,11 +13,11 @@
 //! * `snapshots`: (snapshotter, namespace, key) → backend key, parent, times, labels
 //! * `counters`: name → last id handed out
 
-pub(crate) mod codec;
 mod content;
 mod gc;
 mod leases;
 mod namespaces;
+pub mod plugin;
 mod snapshots;
 mod store;
 
@@ -28,19 +28,13 @@ use parking_lot::RwLock;
 use redb::{Database, ReadableTable, TableDefinition};
 
 use crate::errdefs::{Class, Error};
+use crate::labels::{update_labels, validate_label, validate_labels};
 
 pub use content::ContentRecord;
-pub use gc::{GcRoots, Sweep};
-pub use leases::Lease;
+pub use gc::{Collector, GcRoots, Stats, Sweep};
+pub use leases::{generate_lease_id, Lease};
 pub use snapshots::{backend_namespace, SnapshotRecord};
 pub use store::{ContentWriter, Metadata, SharingPolicy, INGEST_EXPIRY};
-
-/// redb's page cache: metadata is small and read mostly through short transactions, so a
-/// small cache keeps the daemon's footprint down on small hosts.
-pub(crate) const CACHE_BYTES: usize = 512 << 10;
-
-/// The largest key plus value a label may have.
-pub const MAX_LABEL_SIZE: usize = 4096;
 
 /// The label that keeps a record alive without a lease.
 pub const GC_ROOT_LABEL: &str = "containerd.io/gc.root";
@@ -69,7 +63,7 @@ impl Db {
     /// Opens (creating if needed) the database file at `path`, usually `<root>/meta.redb`.
     pub fn open(path: &Path) -> Result<Db, Error> {
         let db = redb::Builder::new()
-            .set_cache_size(CACHE_BYTES)
+            .set_cache_size(crate::codec::CACHE_BYTES)
             .create(path)
             .map_err(|e| Error::new(Class::Unknown, format!("open {}: {e}", path.display())))?;
         let mut txn = db.begin_write().store()?;
@@ -117,64 +111,14 @@ impl<T, E: Into<redb::Error>> StoreResult<T> for Result<T, E> {
     }
 }
 
-/// Checks one label the way containerd's `labels.Validate` does.
-pub fn validate_label(key: &str, value: &str) -> Result<(), Error> {
-    let size = key.len() + value.len();
-    if size > MAX_LABEL_SIZE {
-        let short: String = key.chars().take(64).collect();
-        return Err(Error::wrapped(
-            Class::InvalidArgument,
-            format!(
-                "label key and value length ({size} bytes) greater than maximum size \
-                 ({MAX_LABEL_SIZE} bytes), key: {short}"
-            ),
-        ));
-    }
-    Ok(())
-}
-
-/// Applies the labels of an Update request to `current` by its field paths, as containerd's
-/// stores do: no paths or `labels` replace them all, `labels.<k>` sets one key (removing it
-/// when the request has no value or an empty one). Empty values are never kept. A path
-/// that is not about labels is returned as the error, for the caller to name.
-pub(crate) fn update_labels<'p>(
-    current: &mut BTreeMap<String, String>,
-    requested: &BTreeMap<String, String>,
-    paths: &'p [String],
-) -> Result<(), &'p str> {
-    if paths.is_empty() {
-        current.clone_from(requested);
-    }
-    for path in paths {
-        if path == "labels" {
-            current.clone_from(requested);
-        } else if let Some(key) = path.strip_prefix("labels.") {
-            match requested.get(key) {
-                Some(v) if !v.is_empty() => {
-                    current.insert(key.to_string(), v.clone());
-                }
-                _ => {
-                    current.remove(key);
-                }
-            }
-        } else {
-            return Err(path);
-        }
-    }
-    current.retain(|_, v| !v.is_empty());
-    Ok(())
-}
-
-fn validate_labels(labels: &BTreeMap<String, String>) -> Result<(), Error> {
-    labels.iter().try_for_each(|(k, v)| validate_label(k, v))
-}
-
 /// Creates the namespace row inside `txn` unless it exists.
 fn ensure_namespace(txn: &redb::WriteTransaction, name: &str) -> Result<(), Error> {
     crate::identifiers::validate(name)?;
     let mut table = txn.open_table(NAMESPACES).store()?;
     if table.get(name).store()?.is_none() {
-        let empty = codec::Encoder::new().labels(&BTreeMap::new()).finish();
+        let empty = crate::codec::Encoder::new()
+            .labels(&BTreeMap::new())
+            .finish();
         table.insert(name, empty.as_slice()).store()?;
     }
     Ok(())
@@ -211,21 +155,5 @@ pub(crate) mod tests {
         assert_eq!(db.list_namespaces().unwrap(), vec!["persist"]);
         assert_eq!(db.namespace_labels("persist").unwrap()["a"], "b");
         assert_eq!(db.list_leases("persist").unwrap()[0].id, "l1");
-    }
-
-    #[test]
-    fn oversized_label_is_invalid_argument() {
-        let key = "k".repeat(100);
-        let err = validate_label(&key, &"v".repeat(4000)).unwrap_err();
-        assert_eq!(err.class(), Class::InvalidArgument);
-        assert_eq!(
-            err.message(),
-            format!(
-                "label key and value length (4100 bytes) greater than maximum size (4096 bytes), \
-                 key: {}: invalid argument",
-                "k".repeat(64)
-            )
-        );
-        assert!(validate_label(&"k".repeat(96), &"v".repeat(4000)).is_ok());
     }
 }

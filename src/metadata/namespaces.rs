@@ -4,11 +4,11 @@ use std::collections::BTreeMap;
 
 use redb::ReadableTable;
 
-use super::codec::{Decoder, Encoder};
 use super::{
     ensure_namespace, validate_label, validate_labels, Db, StoreResult, CONTENT, LEASES,
     NAMESPACES, SNAPSHOTS,
 };
+use crate::codec::{Decoder, Encoder};
 use crate::errdefs::{Class, Error};
 use crate::identifiers::{go_quote, validate};
 

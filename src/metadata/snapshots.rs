@@ -18,14 +18,15 @@ use std::time::SystemTime;
 
 use redb::{ReadableTable, WriteTransaction};
 
-use super::codec::{Decoder, Encoder};
 use super::leases::lease_exists;
 use super::{
     ensure_namespace, update_labels, validate_labels, Db, Metadata, StoreResult, COUNTERS, LEASES,
     LEASE_RESOURCES, SNAPSHOTS,
 };
+use crate::codec::{Decoder, Encoder};
 use crate::errdefs::{Class, Error};
 use crate::filters::{labels_field, Filter};
+use crate::scope::Scope;
 use crate::snapshots::{Info, Mount, Snapshotter, Usage};
 
 /// One namespace's record of a snapshot.
@@ -175,40 +176,42 @@ impl Metadata {
         })
     }
 
-    pub fn snapshot_stat(&self, ns: &str, sn: &str, key: &str) -> Result<Info, Error> {
+    pub fn snapshot_stat(&self, scope: &Scope, sn: &str, key: &str) -> Result<Info, Error> {
+        let ns = scope.namespace();
         crate::identifiers::validate(ns)?;
         self.snapshotter(sn)?;
         let rec = self.db.snapshot(sn, ns, key)?;
         self.info_of(sn, key, &rec)
     }
 
-    pub fn snapshot_usage(&self, ns: &str, sn: &str, key: &str) -> Result<Usage, Error> {
+    pub fn snapshot_usage(&self, scope: &Scope, sn: &str, key: &str) -> Result<Usage, Error> {
+        let ns = scope.namespace();
         crate::identifiers::validate(ns)?;
         let backend = self.snapshotter(sn)?;
         let rec = self.db.snapshot(sn, ns, key)?;
         backend.usage(&rec.backend_key)
     }
 
-    pub fn snapshot_mounts(&self, ns: &str, sn: &str, key: &str) -> Result<Vec<Mount>, Error> {
+    pub fn snapshot_mounts(&self, scope: &Scope, sn: &str, key: &str) -> Result<Vec<Mount>, Error> {
+        let ns = scope.namespace();
         crate::identifiers::validate(ns)?;
         let backend = self.snapshotter(sn)?;
         let rec = self.db.snapshot(sn, ns, key)?;
         backend.mounts(&rec.backend_key)
     }
 
-    /// Prepare (or, with `view`, View) `key` on `parent`, held by `lease` if given. The
-    /// arguments are exactly the request's fields.
-    #[allow(clippy::too_many_arguments)]
+    /// Prepare (or, with `view`, View) `key` on `parent`, held by the scope's lease if it
+    /// has one. The arguments are exactly the request's fields.
     pub fn snapshot_create(
         &self,
-        ns: &str,
+        scope: &Scope,
         sn: &str,
         key: &str,
         parent: &str,
         labels: &BTreeMap<String, String>,
         view: bool,
-        lease: Option<&str>,
     ) -> Result<Vec<Mount>, Error> {
+        let ns = scope.namespace();
         crate::identifiers::validate(ns)?;
         let backend = self.snapshotter(sn)?.clone();
         if key.is_empty() {
@@ -249,7 +252,7 @@ impl Metadata {
             .store()?
             .insert((sn, ns, key), rec.encode().as_slice())
             .store()?;
-        hold(&txn, sn, ns, key, lease)?;
+        hold(&txn, sn, ns, key, scope.lease())?;
         let mounts = if view {
             backend.view(&bkey, &parent_bkey, &BTreeMap::new())?
         } else {
@@ -264,16 +267,17 @@ impl Metadata {
         Ok(mounts)
     }
 
-    /// Commits active snapshot `key` as `name` with `labels`.
+    /// Commits active snapshot `key` as `name` with `labels`, held by the scope's lease if
+    /// it has one.
     pub fn snapshot_commit(
         &self,
-        ns: &str,
+        scope: &Scope,
         sn: &str,
         name: &str,
         key: &str,
         labels: &BTreeMap<String, String>,
-        lease: Option<&str>,
     ) -> Result<(), Error> {
+        let ns = scope.namespace();
         crate::identifiers::validate(ns)?;
         let backend = self.snapshotter(sn)?.clone();
         if name.is_empty() {
@@ -310,7 +314,7 @@ impl Metadata {
                 .insert((sn, ns, name), rec.encode().as_slice())
                 .store()?;
         }
-        hold(&txn, sn, ns, name, lease)?;
+        hold(&txn, sn, ns, name, scope.lease())?;
         backend.commit(&bname, &active.backend_key, &BTreeMap::new())?;
         // The committed backend snapshot cannot be turned back into the active one; if the
         // record does not commit, garbage collection removes the orphan.
@@ -318,7 +322,8 @@ impl Metadata {
     }
 
     /// Removes `key`'s record; the backend snapshot goes at the next collection.
-    pub fn snapshot_remove(&self, ns: &str, sn: &str, key: &str) -> Result<(), Error> {
+    pub fn snapshot_remove(&self, scope: &Scope, sn: &str, key: &str) -> Result<(), Error> {
+        let ns = scope.namespace();
         crate::identifiers::validate(ns)?;
         self.snapshotter(sn)?;
         let txn = self.db.db.begin_write().store()?;
@@ -348,11 +353,12 @@ impl Metadata {
     /// Updates labels of `info.name` by field paths (`labels`, `labels.<k>`).
     pub fn snapshot_update(
         &self,
-        ns: &str,
+        scope: &Scope,
         sn: &str,
         info: &Info,
         paths: &[String],
     ) -> Result<Info, Error> {
+        let ns = scope.namespace();
         crate::identifiers::validate(ns)?;
         self.snapshotter(sn)?;
         if info.name.is_empty() {
@@ -382,10 +388,11 @@ impl Metadata {
     /// The snapshots of `ns` on `sn` matching `filters` (`kind`, `name`, `parent`, `labels.*`).
     pub fn snapshot_list(
         &self,
-        ns: &str,
+        scope: &Scope,
         sn: &str,
         filters: &[String],
     ) -> Result<Vec<Info>, Error> {
+        let ns = scope.namespace();
         crate::identifiers::validate(ns)?;
         self.snapshotter(sn)?;
         let filter = Filter::parse_all(filters)?;

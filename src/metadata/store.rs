@@ -21,11 +21,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use parking_lot::RwLock;
 
-use super::{ContentRecord, Db};
+use super::{Collector, ContentRecord, Db, Stats};
 use crate::content::{self, BlobWriter, Digest, ReadAt, Status};
 use crate::errdefs::{Class, Error};
 use crate::filters::{labels_field, Filter};
-use crate::gc::{Collector, Stats};
+use crate::scope::Scope;
 use crate::snapshots::Snapshotter;
 
 /// How long an ingest no lease holds survives garbage collection after its last write.
@@ -85,7 +85,8 @@ impl Metadata {
     }
 
     /// The record of `digest` in `ns`; NotFound `content digest <d>: not found`.
-    pub fn info(&self, ns: &str, digest: &Digest) -> Result<ContentRecord, Error> {
+    pub fn info(&self, scope: &Scope, digest: &Digest) -> Result<ContentRecord, Error> {
+        let ns = scope.namespace();
         check_namespace(ns)?;
         self.db.content(ns, &digest.to_string())
     }
@@ -93,18 +94,20 @@ impl Metadata {
     /// Updates labels by field paths (`labels`, `labels.<k>`); see [`Db::update_content_labels`].
     pub fn update(
         &self,
-        ns: &str,
+        scope: &Scope,
         digest: &Digest,
         labels: BTreeMap<String, String>,
         paths: &[String],
     ) -> Result<ContentRecord, Error> {
+        let ns = scope.namespace();
         check_namespace(ns)?;
         self.db
             .update_content_labels(ns, &digest.to_string(), labels, paths)
     }
 
     /// The records of `ns` matching `filters` (fields `digest`, `size`, `labels.*`).
-    pub fn list(&self, ns: &str, filters: &[String]) -> Result<Vec<ContentRecord>, Error> {
+    pub fn list(&self, scope: &Scope, filters: &[String]) -> Result<Vec<ContentRecord>, Error> {
+        let ns = scope.namespace();
         check_namespace(ns)?;
         let filter = parse_filters(filters)?;
         let mut records = self.db.list_content(ns)?;
@@ -122,26 +125,29 @@ impl Metadata {
 
     /// Removes `ns`'s record of `digest`; the blob goes at the next collection if no other
     /// namespace records it.
-    pub fn delete(&self, ns: &str, digest: &Digest) -> Result<(), Error> {
+    pub fn delete(&self, scope: &Scope, digest: &Digest) -> Result<(), Error> {
+        let ns = scope.namespace();
         check_namespace(ns)?;
         self.db.delete_content(ns, &digest.to_string())
     }
 
     /// Opens the blob of `digest` for reading, with its size.
-    pub fn reader(&self, ns: &str, digest: &Digest) -> Result<(Box<dyn ReadAt>, i64), Error> {
-        let rec = self.info(ns, digest)?;
-        let file = self.content.reader(ns, digest)?;
+    pub fn reader(&self, scope: &Scope, digest: &Digest) -> Result<(Box<dyn ReadAt>, i64), Error> {
+        let rec = self.info(scope, digest)?;
+        let file = self.content.reader(scope.namespace(), digest)?;
         Ok((file, rec.size))
     }
 
     /// The progress of `ns`'s ingest `ref_`.
-    pub fn status(&self, ns: &str, ref_: &str) -> Result<Status, Error> {
+    pub fn status(&self, scope: &Scope, ref_: &str) -> Result<Status, Error> {
+        let ns = scope.namespace();
         check_namespace(ns)?;
         self.content.status(ns, ref_)
     }
 
     /// `ns`'s ingests matching `filters` (field `ref`), by ref.
-    pub fn list_statuses(&self, ns: &str, filters: &[String]) -> Result<Vec<Status>, Error> {
+    pub fn list_statuses(&self, scope: &Scope, filters: &[String]) -> Result<Vec<Status>, Error> {
+        let ns = scope.namespace();
         check_namespace(ns)?;
         let filter = parse_filters(filters)?;
         let mut out = self.content.list_statuses(ns)?;
@@ -155,23 +161,25 @@ impl Metadata {
     }
 
     /// Removes `ns`'s ingest `ref_`.
-    pub fn abort(&self, ns: &str, ref_: &str) -> Result<(), Error> {
+    pub fn abort(&self, scope: &Scope, ref_: &str) -> Result<(), Error> {
+        let ns = scope.namespace();
         check_namespace(ns)?;
         self.content.abort(ns, ref_)
     }
 
     /// Opens or resumes `ns`'s ingest `ref_`. With `expected` already recorded in `ns`, or held
     /// by another namespace (then linked into `ns`), the answer is AlreadyExists. With a
-    /// `lease`, the lease holds the ingest now and the content once committed.
+    /// lease in the scope, the lease holds the ingest now and the content once committed.
     pub fn writer(
         self: &Arc<Self>,
-        ns: &str,
+        scope: &Scope,
         ref_: &str,
         total: i64,
         expected: Option<Digest>,
-        lease: Option<String>,
     ) -> Result<ContentWriter, Error> {
+        let ns = scope.namespace();
         check_namespace(ns)?;
+        let lease = scope.lease().map(str::to_string);
         if ref_.is_empty() {
             return Err(Error::invalid_argument(
                 "ref must not be empty: invalid argument",
@@ -281,7 +289,7 @@ impl ContentWriter {
         labels: BTreeMap<String, String>,
     ) -> Result<ContentRecord, Error> {
         for (k, v) in &labels {
-            super::validate_label(k, v)?;
+            crate::labels::validate_label(k, v)?;
         }
         if size > 0 && size != self.inner.offset() {
             return Err(Error::failed_precondition(format!(
@@ -405,7 +413,7 @@ mod tests {
     }
 
     fn put(meta: &Arc<Metadata>, ns: &str, data: &[u8], l: &[(&str, &str)]) -> Digest {
-        let mut w = meta.writer(ns, "up", 0, None, None).unwrap();
+        let mut w = meta.writer(&Scope::new(ns), "up", 0, None).unwrap();
         w.write(data).unwrap();
         let rec = w.commit(data.len() as i64, None, labels(l)).unwrap();
         Digest::parse(&rec.digest).unwrap()
@@ -421,34 +429,45 @@ mod tests {
     fn namespaces_see_only_their_records_and_shared_blobs_link() {
         let (dir, meta) = open(SharingPolicy::Shared);
         let d = put(&meta, "one", b"hello", &[("a", "b")]);
-        assert_eq!(meta.info("one", &d).unwrap().labels["a"], "b");
-        let err = meta.info("two", &d).unwrap_err();
+        assert_eq!(meta.info(&Scope::new("one"), &d).unwrap().labels["a"], "b");
+        let err = meta.info(&Scope::new("two"), &d).unwrap_err();
         assert_eq!(err.class(), Class::NotFound);
         assert_eq!(err.message(), format!("content digest {d}: not found"));
-        assert!(meta.list("two", &[]).unwrap().is_empty());
+        assert!(meta.list(&Scope::new("two"), &[]).unwrap().is_empty());
 
         // Expecting a blob another namespace holds links it in and answers AlreadyExists.
         let err = meta
-            .writer("two", "x", 5, Some(d.clone()), None)
+            .writer(&Scope::new("two"), "x", 5, Some(d.clone()))
             .err()
             .unwrap();
         assert_eq!(err.class(), Class::AlreadyExists);
-        assert_eq!(meta.info("two", &d).unwrap().size, 5);
+        assert_eq!(meta.info(&Scope::new("two"), &d).unwrap().size, 5);
         // Again, now that it holds a record itself.
-        let err = meta.writer("two", "x", 5, Some(d.clone()), None).err();
+        let err = meta
+            .writer(&Scope::new("two"), "x", 5, Some(d.clone()))
+            .err();
         assert_eq!(err.unwrap().class(), Class::AlreadyExists);
         assert_eq!(blobs(&dir), 1);
 
-        let found = meta.list("one", &["labels.a==b".to_string()]).unwrap();
+        let found = meta
+            .list(&Scope::new("one"), &["labels.a==b".to_string()])
+            .unwrap();
         assert_eq!(found.len(), 1);
         assert!(meta
-            .list("one", &["size==4".to_string()])
+            .list(&Scope::new("one"), &["size==4".to_string()])
             .unwrap()
             .is_empty());
-        assert!(meta.list("one", &["size==5".to_string()]).unwrap().len() == 1);
-        let bad = meta.list("one", &["labels.a==".to_string()]).unwrap_err();
+        assert!(
+            meta.list(&Scope::new("one"), &["size==5".to_string()])
+                .unwrap()
+                .len()
+                == 1
+        );
+        let bad = meta
+            .list(&Scope::new("one"), &["labels.a==".to_string()])
+            .unwrap_err();
         assert_eq!(bad.class(), Class::InvalidArgument);
-        let bad_ns = meta.list("-bad-", &[]).unwrap_err();
+        let bad_ns = meta.list(&Scope::new("-bad-"), &[]).unwrap_err();
         assert_eq!(bad_ns.class(), Class::InvalidArgument);
     }
 
@@ -456,23 +475,25 @@ mod tests {
     fn isolated_namespaces_write_their_own_bytes() {
         let (dir, meta) = open(SharingPolicy::Isolated);
         let d = put(&meta, "one", b"hello", &[]);
-        let mut w = meta.writer("two", "x", 5, Some(d.clone()), None).unwrap();
+        let mut w = meta
+            .writer(&Scope::new("two"), "x", 5, Some(d.clone()))
+            .unwrap();
         w.write(b"hello").unwrap();
         w.commit(5, Some(d.clone()), BTreeMap::new()).unwrap();
-        assert!(meta.info("two", &d).is_ok());
+        assert!(meta.info(&Scope::new("two"), &d).is_ok());
         assert_eq!(blobs(&dir), 1);
     }
 
     #[test]
     fn ingests_are_per_namespace_and_failures_stay_listed() {
         let (dir, meta) = open(SharingPolicy::Shared);
-        let mut w = meta.writer("one", "upload", 0, None, None).unwrap();
+        let mut w = meta.writer(&Scope::new("one"), "upload", 0, None).unwrap();
         w.write(b"abc").unwrap();
         let err = w.commit(6, None, BTreeMap::new()).err().unwrap();
         assert_eq!(err.class(), Class::FailedPrecondition);
         assert_eq!(err.message(), "\"upload\" failed size validation: 3 != 6");
 
-        let w = meta.writer("one", "upload", 0, None, None).unwrap();
+        let w = meta.writer(&Scope::new("one"), "upload", 0, None).unwrap();
         assert_eq!(w.offset(), 3, "the ingest resumes");
         let wrong = Digest::of(b"xyz");
         let err = w
@@ -487,33 +508,44 @@ mod tests {
             )
         );
 
-        let listed = meta.list_statuses("one", &[]).unwrap();
+        let listed = meta.list_statuses(&Scope::new("one"), &[]).unwrap();
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0].ref_, "upload");
         assert_eq!(listed[0].offset, 3);
-        assert!(meta.list_statuses("two", &[]).unwrap().is_empty());
         assert!(meta
-            .list_statuses("one", &["ref==other".to_string()])
+            .list_statuses(&Scope::new("two"), &[])
             .unwrap()
             .is_empty());
-        assert_eq!(meta.status("one", "upload").unwrap().offset, 3);
-        let err = meta.status("two", "upload").unwrap_err();
+        assert!(meta
+            .list_statuses(&Scope::new("one"), &["ref==other".to_string()])
+            .unwrap()
+            .is_empty());
+        assert_eq!(meta.status(&Scope::new("one"), "upload").unwrap().offset, 3);
+        let err = meta.status(&Scope::new("two"), "upload").unwrap_err();
         assert_eq!(err.class(), Class::NotFound);
         assert!(!err.message().contains("one/"), "{}", err.message());
 
         // A ref that looks like a path stays inside the store.
-        let mut w = meta.writer("one", "../../x", 0, None, None).unwrap();
+        let mut w = meta.writer(&Scope::new("one"), "../../x", 0, None).unwrap();
         w.write(b"q").unwrap();
         drop(w);
         assert!(!dir.path().join("x").exists());
-        assert_eq!(meta.list_statuses("one", &[]).unwrap().len(), 2);
-
-        meta.abort("one", "upload").unwrap();
         assert_eq!(
-            meta.abort("one", "upload").unwrap_err().class(),
+            meta.list_statuses(&Scope::new("one"), &[]).unwrap().len(),
+            2
+        );
+
+        meta.abort(&Scope::new("one"), "upload").unwrap();
+        assert_eq!(
+            meta.abort(&Scope::new("one"), "upload")
+                .unwrap_err()
+                .class(),
             Class::NotFound
         );
-        assert_eq!(meta.list_statuses("one", &[]).unwrap().len(), 1);
+        assert_eq!(
+            meta.list_statuses(&Scope::new("one"), &[]).unwrap().len(),
+            1
+        );
         assert_eq!(blobs(&dir), 0, "nothing partial reached blobs/");
     }
 
@@ -524,39 +556,42 @@ mod tests {
         let loose = put(&meta, "one", b"loose", &[]);
         meta.db.create_lease("one", "l", &BTreeMap::new()).unwrap();
         let mut w = meta
-            .writer("one", "leased", 0, None, Some("l".into()))
+            .writer(&Scope::new("one").with_lease(Some("l")), "leased", 0, None)
             .unwrap();
         w.write(b"leased").unwrap();
         let leased = Digest::parse(&w.commit(0, None, BTreeMap::new()).unwrap().digest).unwrap();
         // The same bytes in two namespaces; only one keeps them.
         put(&meta, "two", b"both", &[(GC_ROOT_LABEL, "x")]);
         let both = put(&meta, "one", b"both", &[]);
-        let mut w = meta.writer("one", "pending", 0, None, None).unwrap();
+        let mut w = meta.writer(&Scope::new("one"), "pending", 0, None).unwrap();
         w.write(b"partial").unwrap();
         drop(w);
 
         let stats = meta.garbage_collect().unwrap();
         // Records: loose and one's "both"; blobs: loose only.
         assert_eq!(stats.removed, 3);
-        assert!(meta.info("one", &kept).is_ok());
-        assert!(meta.info("one", &leased).is_ok());
+        assert!(meta.info(&Scope::new("one"), &kept).is_ok());
+        assert!(meta.info(&Scope::new("one"), &leased).is_ok());
         assert_eq!(
-            meta.info("one", &loose).unwrap_err().class(),
+            meta.info(&Scope::new("one"), &loose).unwrap_err().class(),
             Class::NotFound
         );
         assert_eq!(
-            meta.info("one", &both).unwrap_err().class(),
+            meta.info(&Scope::new("one"), &both).unwrap_err().class(),
             Class::NotFound
         );
-        assert!(meta.info("two", &both).is_ok());
+        assert!(meta.info(&Scope::new("two"), &both).is_ok());
         assert_eq!(blobs(&dir), 3);
-        assert_eq!(meta.list_statuses("one", &[]).unwrap().len(), 1);
+        assert_eq!(
+            meta.list_statuses(&Scope::new("one"), &[]).unwrap().len(),
+            1
+        );
 
         // Without its lease, the leased blob goes.
         meta.db.delete_lease("one", "l").unwrap();
         meta.garbage_collect().unwrap();
         assert_eq!(
-            meta.info("one", &leased).unwrap_err().class(),
+            meta.info(&Scope::new("one"), &leased).unwrap_err().class(),
             Class::NotFound
         );
         assert_eq!(blobs(&dir), 2);
@@ -573,34 +608,41 @@ mod tests {
             .with_snapshotters([("native".to_string(), native.clone())].into());
         let root = labels(&[(GC_ROOT_LABEL, "x")]);
         let none = BTreeMap::new();
-        meta.snapshot_create("one", "native", "base", "", &none, false, None)
+        meta.snapshot_create(&Scope::new("one"), "native", "base", "", &none, false)
             .unwrap();
-        meta.snapshot_commit("one", "native", "base-c", "base", &none, None)
+        meta.snapshot_commit(&Scope::new("one"), "native", "base-c", "base", &none)
             .unwrap();
         // A rooted child keeps its unlabelled parent; an unlabelled view goes.
-        meta.snapshot_create("one", "native", "child", "base-c", &root, false, None)
-            .unwrap();
-        meta.snapshot_create("one", "native", "v", "base-c", &none, true, None)
+        meta.snapshot_create(
+            &Scope::new("one"),
+            "native",
+            "child",
+            "base-c",
+            &root,
+            false,
+        )
+        .unwrap();
+        meta.snapshot_create(&Scope::new("one"), "native", "v", "base-c", &none, true)
             .unwrap();
         // The same key in another namespace is another snapshot.
-        meta.snapshot_create("two", "native", "child", "", &root, false, None)
+        meta.snapshot_create(&Scope::new("two"), "native", "child", "", &root, false)
             .unwrap();
         let err = meta
-            .snapshot_create("one", "native", "x", "missing", &none, false, None)
+            .snapshot_create(&Scope::new("one"), "native", "x", "missing", &none, false)
             .unwrap_err();
         assert_eq!(
             err.message(),
             "parent snapshot missing does not exist: not found"
         );
         let err = meta
-            .snapshot_create("one", "nope", "x", "", &none, false, None)
+            .snapshot_create(&Scope::new("one"), "nope", "x", "", &none, false)
             .unwrap_err();
         assert_eq!(err.message(), "snapshotter not loaded: nope");
         assert_eq!(native.list().unwrap().len(), 4);
 
         meta.garbage_collect().unwrap();
         let names: Vec<String> = meta
-            .snapshot_list("one", "native", &[])
+            .snapshot_list(&Scope::new("one"), "native", &[])
             .unwrap()
             .into_iter()
             .map(|i| i.name)
@@ -611,12 +653,21 @@ mod tests {
             3,
             "the view's backend snapshot went too"
         );
-        assert_eq!(meta.snapshot_list("two", "native", &[]).unwrap().len(), 1);
+        assert_eq!(
+            meta.snapshot_list(&Scope::new("two"), "native", &[])
+                .unwrap()
+                .len(),
+            1
+        );
 
         // Removing the child frees its parent for the next collection.
-        meta.snapshot_remove("one", "native", "child").unwrap();
+        meta.snapshot_remove(&Scope::new("one"), "native", "child")
+            .unwrap();
         meta.garbage_collect().unwrap();
-        assert!(meta.snapshot_list("one", "native", &[]).unwrap().is_empty());
+        assert!(meta
+            .snapshot_list(&Scope::new("one"), "native", &[])
+            .unwrap()
+            .is_empty());
         assert_eq!(native.list().unwrap().len(), 1);
     }
 
@@ -624,7 +675,7 @@ mod tests {
     fn leased_writer_needs_an_existing_lease() {
         let (_dir, meta) = open(SharingPolicy::Shared);
         let err = meta
-            .writer("one", "r", 0, None, Some("missing".into()))
+            .writer(&Scope::new("one").with_lease(Some("missing")), "r", 0, None)
             .err()
             .unwrap();
         assert_eq!(err.class(), Class::NotFound);

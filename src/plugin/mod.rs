@@ -3,8 +3,8 @@
 //! Everything ctrd serves is a plugin named by a containerd URI (`<type>.<id>`, for example
 //! `io.containerd.grpc.v1.version`). The protocol, run on the `ctrd-init` thread:
 //!
-//! 1. [`Registry`] collects [`Registration`]s (the explicit [`builtins`] list, then proxy
-//!    plugins) and rejects malformed ones with a [`RegistryError`] instead of panicking.
+//! 1. [`Registry`] collects [`Registration`]s (the explicit built-in list in
+//!    `crate::server`, then proxy plugins) and rejects malformed ones with a [`RegistryError`] instead of panicking.
 //! 2. [`Registry::graph`] orders them the way containerd does: depth-first in registration
 //!    order, dependencies first, disabled plugins removed before ordering.
 //! 3. Each registration's [`Registration::init`] runs with an [`InitContext`]; the result,
@@ -12,7 +12,6 @@
 //! 4. Listeners ask the set for [`Instance`]s that serve gRPC or ttrpc; shutdown closes
 //!    instances in reverse init order.
 
-pub mod builtins;
 mod context;
 mod graph;
 mod instance;

@@ -11,6 +11,7 @@
 //! * Any other type is warned about and not registered.
 
 pub mod content;
+pub mod diff;
 pub mod snapshots;
 
 use std::collections::HashMap;
@@ -18,14 +19,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use grpcio::{Channel, ChannelBuilder, EnvBuilder, Environment};
-use oci_spec::image::{Arch, Os, Platform};
 use parking_lot::Mutex;
 
 use crate::config::{Config, ProxyPlugin};
-use crate::errdefs::Error;
+use crate::content::ContentHandle;
+use crate::diff::DifferHandle;
+use crate::platforms;
 use crate::plugin::{types, Instance, Registration};
-use crate::services::content::ContentHandle;
-use crate::services::snapshots::SnapshotterHandle;
+use crate::snapshots::SnapshotterHandle;
 
 /// The size limit both ways, as containerd dials its proxies.
 const MAX_MESSAGE: usize = 16 << 20;
@@ -105,79 +106,6 @@ pub fn plugin_type(value: &str) -> Option<&'static str> {
     }
 }
 
-/// Parses a platform specifier like containerd's `platforms.Parse`: `os`, `arch`,
-/// `os/arch` or `os/arch/variant`, with the usual architecture aliases.
-pub fn parse_platform(spec: &str) -> Result<Platform, Error> {
-    let bad = |why: &str| Error::invalid_argument(format!("{spec:?}: {why}: invalid argument"));
-    let lower = spec.to_ascii_lowercase();
-    let parts: Vec<&str> = lower.split('/').collect();
-    let valid = |s: &str| {
-        !s.is_empty()
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-    };
-    if parts.len() > 3 || !parts.iter().all(|p| valid(p)) {
-        return Err(bad("unknown operating system or architecture"));
-    }
-    const OSES: &[&str] = &[
-        "linux",
-        "windows",
-        "darwin",
-        "freebsd",
-        "netbsd",
-        "openbsd",
-        "solaris",
-        "illumos",
-        "android",
-        "ios",
-        "aix",
-        "plan9",
-        "dragonfly",
-        "js",
-        "wasip1",
-    ];
-    let (os, arch, variant) = match parts.as_slice() {
-        [one] if OSES.contains(one) => (one.to_string(), host_arch().to_string(), None),
-        [one] => ("linux".to_string(), one.to_string(), None),
-        [os, arch] => (os.to_string(), arch.to_string(), None),
-        [os, arch, variant] => (os.to_string(), arch.to_string(), Some(variant.to_string())),
-        _ => return Err(bad("unknown operating system or architecture")),
-    };
-    if !OSES.contains(&os.as_str()) {
-        return Err(bad("unknown operating system"));
-    }
-    let (arch, variant) = match (arch.as_str(), variant) {
-        ("x86_64" | "x86-64", v) => ("amd64".to_string(), v),
-        ("aarch64", v) => ("arm64".to_string(), v),
-        ("armhf", _) => ("arm".to_string(), Some("v7".to_string())),
-        ("armel", _) => ("arm".to_string(), Some("v6".to_string())),
-        ("i386", v) => ("386".to_string(), v),
-        (a, v) => (a.to_string(), v),
-    };
-    let mut platform = Platform::default();
-    platform.set_os(Os::from(os.as_str()));
-    platform.set_architecture(Arch::from(arch.as_str()));
-    platform.set_variant(variant);
-    Ok(platform)
-}
-
-fn host_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        other => other,
-    }
-}
-
-/// The host's platform (containerd's `platforms.DefaultSpec`).
-pub fn host_platform() -> Platform {
-    let mut platform = Platform::default();
-    platform.set_os(Os::from(std::env::consts::OS));
-    platform.set_architecture(Arch::from(host_arch()));
-    platform
-}
-
 /// A registration per usable `[proxy_plugins.<name>]`, in name order.
 pub fn registrations(config: &Config, channels: &Channels) -> Vec<Registration> {
     let mut out = Vec::new();
@@ -203,9 +131,9 @@ fn registration(
     let id = name.to_string();
     Registration::new(r#type, name, move |ic| {
         let platform = if proxy.platform.is_empty() {
-            Some(host_platform())
+            Some(platforms::host())
         } else {
-            match parse_platform(&proxy.platform) {
+            match platforms::parse(&proxy.platform) {
                 Ok(p) => Some(p),
                 Err(err) => {
                     log::warn!(
@@ -232,11 +160,10 @@ fn registration(
                 let remote = content::ProxyContent::new(channel);
                 Ok(Instance::new(Arc::new(ContentHandle(Arc::new(remote)))))
             }
-            _ => Ok(Instance::new(Arc::new(
-                crate::services::diff::DifferHandle(Arc::new(
-                    crate::services::diff::ProxyDiffer::new(channel),
-                )),
-            ))),
+            _ => {
+                let remote = diff::ProxyDiffer::new(channel);
+                Ok(Instance::new(Arc::new(DifferHandle(Arc::new(remote)))))
+            }
         }
     })
 }
@@ -244,22 +171,6 @@ fn registration(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn platforms_parse_like_containerds() {
-        let p = parse_platform("linux/arm64/v8").unwrap();
-        assert_eq!(p.os().to_string(), "linux");
-        assert_eq!(p.architecture().to_string(), "arm64");
-        assert_eq!(p.variant().as_deref(), Some("v8"));
-        let p = parse_platform("linux/x86_64").unwrap();
-        assert_eq!(p.architecture().to_string(), "amd64");
-        let p = parse_platform("armhf").unwrap();
-        assert_eq!(p.os().to_string(), "linux");
-        assert_eq!(p.variant().as_deref(), Some("v7"));
-        assert!(parse_platform("linux/amd64/v1/extra").is_err());
-        assert!(parse_platform("nope/amd64").is_err());
-        assert!(parse_platform("linux/$$").is_err());
-    }
 
     #[test]
     fn types_full_and_short() {

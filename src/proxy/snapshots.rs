@@ -21,7 +21,7 @@ use crate::api::snapshots::{
 use crate::api::FieldMask;
 use crate::errdefs::Error;
 use crate::metadata::backend_namespace;
-use crate::services::snapshots::{info_from_api, info_to_api, mount_from_api};
+use crate::snapshots::wire::{info_from_api, info_to_api, mount_from_api};
 use crate::snapshots::{Info, Mount, Snapshotter, Usage};
 
 /// See the module documentation.

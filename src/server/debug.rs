@@ -4,9 +4,9 @@
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
+use super::http::Reply;
 use crate::logging::quote;
 use crate::plugin::Set;
-use crate::server::http::Reply;
 
 /// The longest CPU profile one request may ask for.
 const MAX_PROFILE: Duration = Duration::from_secs(60);
@@ -32,7 +32,7 @@ impl Debug {
             "/debug/vars" => Reply::ok("application/json; charset=utf-8", self.vars()),
             "/debug/pprof/" | "/debug/pprof" => Reply::ok("text/html; charset=utf-8", INDEX),
             "/debug/pprof/threads" | "/debug/pprof/goroutine" => {
-                Reply::ok("text/plain; charset=utf-8", crate::server::stacks::dump())
+                Reply::ok("text/plain; charset=utf-8", super::stacks::dump())
             }
             "/debug/pprof/profile" => profile(query),
             _ => Reply::not_found(),
@@ -82,9 +82,9 @@ fn profile(query: &str) -> Reply {
         Ok(s) if s > 0 => Duration::from_secs(s).min(MAX_PROFILE),
         _ => return Reply::error(400, "seconds must be a positive whole number"),
     };
-    match crate::server::profile::cpu_profile(seconds, 100) {
+    match super::profile::cpu_profile(seconds, 100) {
         Ok(bytes) => Reply::ok("application/octet-stream", bytes),
-        Err(crate::server::profile::ProfileError::Busy) => {
+        Err(super::profile::ProfileError::Busy) => {
             Reply::error(409, "another CPU profile is running")
         }
         Err(err) => Reply::error(500, err),

@@ -5,12 +5,12 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use super::builtins;
 use super::ServerError;
 use crate::config::Config;
 use crate::errdefs::Error;
 use crate::plugin::{
-    builtins, is_skip, properties, types, InitContext, Plugin, Readiness, Registration, Registry,
-    Set,
+    is_skip, properties, types, InitContext, Plugin, Readiness, Registration, Registry, Set,
 };
 use crate::services::deprecations::{self, Deprecations};
 

@@ -22,6 +22,8 @@
 
 mod activation;
 mod apply;
+mod builtins;
+mod debug;
 mod dirs;
 mod grpc;
 pub mod http;
@@ -400,7 +402,7 @@ impl Daemon {
             } else {
                 http::HttpBind::Tcp(config.debug.address.clone())
             };
-            let debug = crate::debug::Debug::new(started, self.set.clone());
+            let debug = debug::Debug::new(started, self.set.clone());
             let handler: http::Handler =
                 Arc::new(move |method: &str, url: &str| debug.handle(method, url));
             self.spawn("ctrd-debug", tx, move || {

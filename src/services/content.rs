@@ -1,6 +1,6 @@
 //! `containerd.services.content.v1.Content` over the namespaced content store, and the
-//! plugins that make it: `io.containerd.content.v1.content` (the local store),
-//! `io.containerd.service.v1.content-service` and `io.containerd.grpc.v1.content`.
+//! plugins that serve it: `io.containerd.service.v1.content-service` and
+//! `io.containerd.grpc.v1.content` (the store itself registers in `crate::content::plugin`).
 //!
 //! Every call needs the `containerd-namespace` header. Reads stream 1 MiB chunks with `pread`;
 //! writes stream straight to the ingest file, so no call holds a whole blob in memory. A
@@ -23,9 +23,7 @@ use crate::events::Exchange;
 use crate::metadata::{ContentRecord, ContentWriter, Metadata};
 use crate::plugin::{types, GrpcServices, Instance, Registration};
 use crate::rpc::{Call, RpcResult, StreamReceiver, StreamSender};
-
-/// How a content plugin's value is stored, local or proxy alike.
-pub struct ContentHandle(pub Arc<dyn content::Backend>);
+use crate::scope::Scope;
 
 /// The largest chunk a Read sends.
 pub const READ_CHUNK: usize = 1 << 20;
@@ -78,7 +76,7 @@ impl ContentService {
     /// The Write state machine after the first message opened `writer`.
     fn write_session(
         &self,
-        ns: &str,
+        scope: &Scope,
         mut writer: ContentWriter,
         mut req: WriteContentRequest,
         input: &mut StreamReceiver<WriteContentRequest>,
@@ -94,10 +92,10 @@ impl ContentService {
                 ..Default::default()
             };
             if let Some(d) = optional_digest(&req.expected)? {
-                if self.meta.info(ns, &d).is_ok() {
+                if self.meta.info(scope, &d).is_ok() {
                     let ref_ = writer.status().ref_;
                     drop(writer);
-                    if let Err(err) = self.meta.abort(ns, &ref_) {
+                    if let Err(err) = self.meta.abort(scope, &ref_) {
                         log::warn!("failed to abort ingest {ref_:?}: {err}");
                     }
                     return Err(Error::already_exists(format!(
@@ -142,7 +140,7 @@ impl ContentService {
                         let rec = writer.commit(total, expected.clone(), labels)?;
                         resp.digest = rec.digest.clone();
                         self.exchange.publish_event(
-                            ns,
+                            scope.namespace(),
                             "/content/create",
                             &ContentCreate {
                                 digest: rec.digest,
@@ -167,9 +165,9 @@ impl ContentService {
 
 impl Content for ContentService {
     fn info(&self, call: &Call, req: InfoRequest) -> RpcResult<InfoResponse> {
-        let ns = call.namespace_required()?;
+        let scope = call.scope()?;
         let digest = Digest::parse(&req.digest)?;
-        let rec = self.meta.info(ns, &digest)?;
+        let rec = self.meta.info(&scope, &digest)?;
         Ok(InfoResponse {
             info: Some(info_of(rec)).into(),
             ..Default::default()
@@ -177,7 +175,7 @@ impl Content for ContentService {
     }
 
     fn update(&self, call: &Call, req: UpdateRequest) -> RpcResult<UpdateResponse> {
-        let ns = call.namespace_required()?;
+        let scope = call.scope()?;
         let info = req.info.into_option().unwrap_or_default();
         let digest = Digest::parse(&info.digest)?;
         let paths = req
@@ -186,7 +184,7 @@ impl Content for ContentService {
             .map(|mask| mask.paths.clone())
             .unwrap_or_default();
         let labels: BTreeMap<String, String> = info.labels.into_iter().collect();
-        let rec = self.meta.update(ns, &digest, labels, &paths)?;
+        let rec = self.meta.update(&scope, &digest, labels, &paths)?;
         Ok(UpdateResponse {
             info: Some(info_of(rec)).into(),
             ..Default::default()
@@ -199,8 +197,8 @@ impl Content for ContentService {
         req: ListContentRequest,
         out: &mut StreamSender<ListContentResponse>,
     ) -> RpcResult<()> {
-        let ns = call.namespace_required()?;
-        let records = self.meta.list(ns, &req.filters)?;
+        let scope = call.scope()?;
+        let records = self.meta.list(&scope, &req.filters)?;
         out.send_batches(records.into_iter().map(info_of), LIST_BATCH, |info| {
             ListContentResponse {
                 info,
@@ -210,11 +208,11 @@ impl Content for ContentService {
     }
 
     fn delete(&self, call: &Call, req: DeleteContentRequest) -> RpcResult<Empty> {
-        let ns = call.namespace_required()?;
+        let scope = call.scope()?;
         let digest = Digest::parse(&req.digest)?;
-        self.meta.delete(ns, &digest)?;
+        self.meta.delete(&scope, &digest)?;
         self.exchange.publish_event(
-            ns,
+            scope.namespace(),
             "/content/delete",
             &ContentDelete {
                 digest: digest.to_string(),
@@ -230,9 +228,9 @@ impl Content for ContentService {
         req: ReadContentRequest,
         out: &mut StreamSender<ReadContentResponse>,
     ) -> RpcResult<()> {
-        let ns = call.namespace_required()?;
+        let scope = call.scope()?;
         let digest = Digest::parse(&req.digest)?;
-        let (file, size) = self.meta.reader(ns, &digest)?;
+        let (file, size) = self.meta.reader(&scope, &digest)?;
         let mut offset = req.offset.max(0);
         if offset > size {
             return Err(Error::out_of_range(format!(
@@ -274,8 +272,8 @@ impl Content for ContentService {
     }
 
     fn status(&self, call: &Call, req: StatusRequest) -> RpcResult<StatusResponse> {
-        let ns = call.namespace_required()?;
-        let status = self.meta.status(ns, &req.ref_)?;
+        let scope = call.scope()?;
+        let status = self.meta.status(&scope, &req.ref_)?;
         Ok(StatusResponse {
             status: Some(status_of(status)).into(),
             ..Default::default()
@@ -287,8 +285,8 @@ impl Content for ContentService {
         call: &Call,
         req: ListStatusesRequest,
     ) -> RpcResult<ListStatusesResponse> {
-        let ns = call.namespace_required()?;
-        let statuses = self.meta.list_statuses(ns, &req.filters)?;
+        let scope = call.scope()?;
+        let statuses = self.meta.list_statuses(&scope, &req.filters)?;
         Ok(ListStatusesResponse {
             statuses: statuses.into_iter().map(status_of).collect(),
             ..Default::default()
@@ -301,7 +299,7 @@ impl Content for ContentService {
         input: &mut StreamReceiver<WriteContentRequest>,
         out: &mut StreamSender<WriteContentResponse>,
     ) -> RpcResult<()> {
-        let ns = call.namespace_required()?.to_string();
+        let scope = call.scope()?;
         let Some(first) = input.next() else {
             return Ok(());
         };
@@ -312,16 +310,15 @@ impl Content for ContentService {
             ));
         }
         let expected = optional_digest(&first.expected)?;
-        let lease = call.lease().map(str::to_string);
         let writer = self
             .meta
-            .writer(&ns, &first.ref_, first.total, expected, lease)?;
-        self.write_session(&ns, writer, first, input, out)
+            .writer(&scope, &first.ref_, first.total, expected)?;
+        self.write_session(&scope, writer, first, input, out)
     }
 
     fn abort(&self, call: &Call, req: AbortRequest) -> RpcResult<Empty> {
-        let ns = call.namespace_required()?;
-        self.meta.abort(ns, &req.ref_)?;
+        let scope = call.scope()?;
+        self.meta.abort(&scope, &req.ref_)?;
         Ok(Empty::default())
     }
 }
@@ -335,18 +332,9 @@ impl GrpcServices for ContentService {
     }
 }
 
-/// `io.containerd.content.v1.content`, `io.containerd.service.v1.content-service` and
-/// `io.containerd.grpc.v1.content`.
+/// `io.containerd.service.v1.content-service` and `io.containerd.grpc.v1.content`.
 pub fn registrations() -> Vec<Registration> {
     vec![
-        Registration::new(types::CONTENT, "content", |ic| {
-            let root = ic.root();
-            let store = content::Store::open(&root)?;
-            ic.meta
-                .exports
-                .insert("root".into(), root.to_string_lossy().into_owned());
-            Ok(Instance::new(Arc::new(ContentHandle(Arc::new(store)))))
-        }),
         Registration::new(types::SERVICE, "content-service", |ic| {
             let meta = ic.single::<Metadata>(types::METADATA)?;
             let exchange = ic.single::<Exchange>(types::EVENT)?;
@@ -362,4 +350,151 @@ pub fn registrations() -> Vec<Registration> {
         })
         .requires(&[types::SERVICE]),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metadata::{Db, SharingPolicy};
+    use crate::rpc::NAMESPACE_HEADER;
+
+    fn service() -> (tempfile::TempDir, ContentService, Arc<Exchange>) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Db::open(&dir.path().join("meta.redb")).unwrap());
+        let store = Arc::new(content::Store::open(&dir.path().join("content")).unwrap());
+        let meta = Arc::new(Metadata::new(db, store, SharingPolicy::Shared));
+        let exchange = Arc::new(Exchange::new());
+        (dir, ContentService::new(meta, exchange.clone()), exchange)
+    }
+
+    fn call(method: &'static str) -> Arc<Call> {
+        Arc::new(Call::for_test(
+            "containerd.services.content.v1.Content",
+            method,
+            &[(NAMESPACE_HEADER, "default")],
+        ))
+    }
+
+    fn write_request(action: WriteAction, offset: i64, data: &[u8]) -> WriteContentRequest {
+        WriteContentRequest {
+            action: action.into(),
+            ref_: "upload".into(),
+            offset,
+            data: data.to_vec(),
+            ..Default::default()
+        }
+    }
+
+    /// Writes `data` in two messages through in-memory streams; the handler's answers.
+    fn write(svc: &ContentService, data: &[u8]) -> RpcResult<Vec<WriteContentResponse>> {
+        let call = call("Write");
+        let (mut input, client_tx) = StreamReceiver::in_memory(call.clone());
+        let (mut out, client) = StreamSender::in_memory(call.clone());
+        client_tx
+            .send(Ok(write_request(WriteAction::WRITE, 0, &data[..5])))
+            .unwrap();
+        let mut commit = write_request(WriteAction::COMMIT, 5, &data[5..]);
+        commit.total = data.len() as i64;
+        commit.expected = Digest::of(data).to_string();
+        client_tx.send(Ok(commit)).unwrap();
+        drop(client_tx);
+        svc.write(&call, &mut input, &mut out)?;
+        drop(out);
+        Ok(client.messages.iter().collect())
+    }
+
+    #[test]
+    fn write_streams_commit_and_publish_then_read_streams_back() {
+        let (_dir, svc, exchange) = service();
+        let events = exchange.subscribe(&[]).unwrap();
+        let data = b"hello from an in-process stream".to_vec();
+        let digest = Digest::of(&data);
+
+        let answers = write(&svc, &data).unwrap();
+        assert_eq!(answers.len(), 2);
+        assert_eq!(answers[0].offset, 5);
+        assert_eq!(
+            answers[1].action.enum_value_or_default(),
+            WriteAction::COMMIT
+        );
+        assert_eq!(answers[1].offset, data.len() as i64);
+        assert_eq!(answers[1].digest, digest.to_string());
+        let event = events.events.try_recv().expect("a /content/create event");
+        assert_eq!(event.topic, "/content/create");
+        assert_eq!(event.namespace, "default");
+
+        let read = call("Read");
+        let (mut out, client) = StreamSender::in_memory(read.clone());
+        let req = ReadContentRequest {
+            digest: digest.to_string(),
+            offset: 6,
+            ..Default::default()
+        };
+        svc.read(&read, req, &mut out).unwrap();
+        drop(out);
+        let got: Vec<u8> = client.messages.iter().flat_map(|m| m.data).collect();
+        assert_eq!(got, &data[6..]);
+
+        // The same bytes again: the expected digest exists, so the write is refused.
+        let err = write(&svc, &data).unwrap_err();
+        assert_eq!(err.class(), Class::AlreadyExists);
+        assert_eq!(
+            err.message(),
+            format!("blob with expected digest {digest} exists")
+        );
+    }
+
+    #[test]
+    fn read_fails_past_the_end_and_stops_when_the_client_leaves() {
+        let (_dir, svc, _exchange) = service();
+        let data = vec![7u8; READ_CHUNK + 10];
+        write(&svc, &data).unwrap();
+        let digest = Digest::of(&data).to_string();
+
+        let read = call("Read");
+        let (mut out, _client) = StreamSender::in_memory(read.clone());
+        let past = ReadContentRequest {
+            digest: digest.clone(),
+            offset: data.len() as i64 + 1,
+            ..Default::default()
+        };
+        let err = svc.read(&read, past, &mut out).unwrap_err();
+        assert_eq!(err.class(), Class::OutOfRange);
+
+        let (mut out, client) = StreamSender::in_memory(read.clone());
+        drop(client);
+        let whole = ReadContentRequest {
+            digest,
+            ..Default::default()
+        };
+        let err = svc.read(&read, whole, &mut out).unwrap_err();
+        assert_eq!(err.class(), Class::Canceled);
+        assert!(read.is_cancelled());
+    }
+
+    #[test]
+    fn write_needs_a_ref_and_reports_a_failed_receive() {
+        let (_dir, svc, _exchange) = service();
+        let write = call("Write");
+        let (mut input, client_tx) = StreamReceiver::in_memory(write.clone());
+        let (mut out, _client) = StreamSender::in_memory(write.clone());
+        let mut first = write_request(WriteAction::STAT, 0, b"");
+        first.ref_.clear();
+        client_tx.send(Ok(first)).unwrap();
+        let err = svc.write(&write, &mut input, &mut out).unwrap_err();
+        assert_eq!(err.class(), Class::InvalidArgument);
+        assert_eq!(err.message(), "first message must have a reference");
+
+        let (mut input, client_tx) = StreamReceiver::in_memory(write.clone());
+        let (mut out, client) = StreamSender::in_memory(write.clone());
+        client_tx
+            .send(Ok(write_request(WriteAction::WRITE, 0, b"abc")))
+            .unwrap();
+        client_tx
+            .send(Err(Error::new(Class::Canceled, "receive failed: gone")))
+            .unwrap();
+        let err = svc.write(&write, &mut input, &mut out).unwrap_err();
+        assert_eq!(err.message(), "receive failed: gone");
+        assert_eq!(client.messages.try_iter().count(), 1);
+    }
 }

@@ -1,125 +1,27 @@
 //! `containerd.services.diff.v1.Diff`: `io.containerd.service.v1.diff-service` tries the
 //! differs named by its `default` list in order (a differ answering Unimplemented passes
 //! the call to the next), and `io.containerd.grpc.v1.diff` serves it. Differs are plugins
-//! of type `io.containerd.differ.v1`: the built-in walking differ, or a proxy.
+//! of type `io.containerd.differ.v1` (`crate::diff::Differ`): the built-in walking differ,
+//! or a proxy. This module converts between the wire messages and the differ's types.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use grpcio::Channel;
 use serde::{Deserialize, Serialize};
 
-use crate::api::diff::{
-    create_diff, ApplyRequest, ApplyResponse, Diff, DiffClient, DiffRequest, DiffResponse,
-};
+use crate::api::diff::{create_diff, ApplyRequest, ApplyResponse, Diff, DiffRequest, DiffResponse};
 use crate::api::mount::Mount as ApiMount;
-use crate::api::types::Descriptor;
-use crate::api::{Any, Timestamp};
+use crate::diff::wire::{descriptor_from_api, descriptor_to_api, payloads_from_api};
+use crate::diff::{ApplyParams, CompareOptions, Differ, DifferHandle};
 use crate::errdefs::{Class, Error};
 use crate::plugin::{types, GrpcServices, Instance, Registration};
-use crate::proxy::with_headers;
 use crate::rpc::{Call, RpcResult};
+use crate::snapshots::Mount;
 
-/// What Diff (compare) was asked for.
-#[derive(Debug, Clone, Default)]
-pub struct CompareOptions {
-    /// Empty means `application/vnd.oci.image.layer.v1.tar+gzip`.
-    pub media_type: String,
-    /// The content ingest ref; empty means a fresh unique one.
-    pub reference: String,
-    pub labels: HashMap<String, String>,
-    pub source_date_epoch: Option<Timestamp>,
-}
-
-/// A differ: applies layers to mounts and computes layers between mounts.
-pub trait Differ: Send + Sync {
-    fn apply(
-        &self,
-        ns: &str,
-        lease: Option<&str>,
-        desc: &Descriptor,
-        mounts: &[ApiMount],
-        payloads: &HashMap<String, Any>,
-        sync_fs: bool,
-    ) -> Result<Descriptor, Error>;
-
-    fn compare(
-        &self,
-        ns: &str,
-        lease: Option<&str>,
-        lower: &[ApiMount],
-        upper: &[ApiMount],
-        opts: &CompareOptions,
-    ) -> Result<Descriptor, Error>;
-}
-
-/// How a differ plugin's value is stored.
-pub struct DifferHandle(pub Arc<dyn Differ>);
-
-/// A differ in another process, reached through its Diff service.
-pub struct ProxyDiffer {
-    client: DiffClient,
-}
-
-impl ProxyDiffer {
-    pub fn new(channel: Channel) -> Self {
-        ProxyDiffer {
-            client: DiffClient::new(channel),
-        }
-    }
-}
-
-impl Differ for ProxyDiffer {
-    fn apply(
-        &self,
-        ns: &str,
-        lease: Option<&str>,
-        desc: &Descriptor,
-        mounts: &[ApiMount],
-        payloads: &HashMap<String, Any>,
-        sync_fs: bool,
-    ) -> Result<Descriptor, Error> {
-        let resp = self
-            .client
-            .apply_opt(
-                &ApplyRequest {
-                    diff: Some(desc.clone()).into(),
-                    mounts: mounts.to_vec(),
-                    payloads: payloads.clone(),
-                    sync_fs,
-                    ..Default::default()
-                },
-                with_headers(ns, lease),
-            )
-            .map_err(Error::from_grpc)?;
-        Ok(resp.applied.unwrap_or_default())
-    }
-
-    fn compare(
-        &self,
-        ns: &str,
-        lease: Option<&str>,
-        lower: &[ApiMount],
-        upper: &[ApiMount],
-        opts: &CompareOptions,
-    ) -> Result<Descriptor, Error> {
-        let resp = self
-            .client
-            .diff_opt(
-                &DiffRequest {
-                    left: lower.to_vec(),
-                    right: upper.to_vec(),
-                    media_type: opts.media_type.clone(),
-                    ref_: opts.reference.clone(),
-                    labels: opts.labels.clone(),
-                    source_date_epoch: opts.source_date_epoch.clone().into(),
-                    ..Default::default()
-                },
-                with_headers(ns, lease),
-            )
-            .map_err(Error::from_grpc)?;
-        Ok(resp.diff.unwrap_or_default())
-    }
+fn mounts_from_api(mounts: &[ApiMount]) -> Vec<Mount> {
+    mounts
+        .iter()
+        .map(crate::snapshots::wire::mount_from_api)
+        .collect()
 }
 
 /// `[plugins.'io.containerd.service.v1.diff-service']`.
@@ -166,28 +68,35 @@ impl DiffService {
 
 impl Diff for DiffService {
     fn apply(&self, call: &Call, req: ApplyRequest) -> RpcResult<ApplyResponse> {
-        let ns = call.namespace_required()?;
-        let desc = req.diff.clone().unwrap_or_default();
-        let sync_fs = req.sync_fs || self.sync_fs;
-        let applied =
-            self.first(|d| d.apply(ns, call.lease(), &desc, &req.mounts, &req.payloads, sync_fs))?;
+        let scope = call.scope()?;
+        let desc = descriptor_from_api(&req.diff.clone().unwrap_or_default());
+        let mounts = mounts_from_api(&req.mounts);
+        let opts = ApplyParams {
+            payloads: payloads_from_api(&req.payloads),
+            sync_fs: req.sync_fs || self.sync_fs,
+        };
+        let applied = self.first(|d| d.apply(&scope, &desc, &mounts, &opts))?;
         Ok(ApplyResponse {
-            applied: Some(applied).into(),
+            applied: Some(descriptor_to_api(applied)).into(),
             ..Default::default()
         })
     }
 
     fn diff(&self, call: &Call, req: DiffRequest) -> RpcResult<DiffResponse> {
-        let ns = call.namespace_required()?;
+        let scope = call.scope()?;
         let opts = CompareOptions {
             media_type: req.media_type.clone(),
             reference: req.ref_.clone(),
-            labels: req.labels.clone(),
-            source_date_epoch: req.source_date_epoch.clone().into_option(),
+            labels: req.labels.clone().into_iter().collect(),
+            source_date_epoch: req
+                .source_date_epoch
+                .as_ref()
+                .map(crate::api::system_time_signed),
         };
-        let diff = self.first(|d| d.compare(ns, call.lease(), &req.left, &req.right, &opts))?;
+        let (left, right) = (mounts_from_api(&req.left), mounts_from_api(&req.right));
+        let diff = self.first(|d| d.compare(&scope, &left, &right, &opts))?;
         Ok(DiffResponse {
-            diff: Some(diff).into(),
+            diff: Some(descriptor_to_api(diff)).into(),
             ..Default::default()
         })
     }

@@ -86,21 +86,78 @@ impl TtrpcServices for EventsService {
     }
 }
 
-/// `io.containerd.event.v1.exchange` and `io.containerd.grpc.v1.events`.
+/// `io.containerd.grpc.v1.events` (the exchange itself registers in `crate::events::plugin`).
 pub fn registrations() -> Vec<Registration> {
-    vec![
-        Registration::new(types::EVENT, "exchange", |_ic| {
-            let exchange = Arc::new(Exchange::new());
-            let closing = exchange.clone();
-            Ok(Instance::new(exchange).with_close(move || closing.close()))
-        }),
-        Registration::new(types::GRPC, "events", |ic| {
-            let exchange = ic.single::<Exchange>(types::EVENT)?;
-            let service = Arc::new(EventsService { exchange });
-            Ok(Instance::new(service.clone())
-                .with_grpc(service.clone())
-                .with_ttrpc(service))
-        })
-        .requires(&[types::EVENT]),
-    ]
+    vec![Registration::new(types::GRPC, "events", |ic| {
+        let exchange = ic.single::<Exchange>(types::EVENT)?;
+        let service = Arc::new(EventsService { exchange });
+        Ok(Instance::new(service.clone())
+            .with_grpc(service.clone())
+            .with_ttrpc(service))
+    })
+    .requires(&[types::EVENT])]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::errdefs::Class;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn subscribe_streams_matching_events_until_the_client_leaves() {
+        let exchange = Arc::new(Exchange::new());
+        let service = EventsService {
+            exchange: exchange.clone(),
+        };
+        let call = Arc::new(Call::for_test(
+            "containerd.services.events.v1.Events",
+            "Subscribe",
+            &[],
+        ));
+        let (mut out, client) = StreamSender::in_memory(call.clone());
+        let req = SubscribeRequest {
+            filters: vec!["topic==\"/wanted\"".into()],
+            ..Default::default()
+        };
+        let handler = std::thread::spawn(move || service.subscribe(&call, req, &mut out));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while exchange.subscribers() == 0 {
+            assert!(Instant::now() < deadline, "the handler never subscribed");
+            std::thread::yield_now();
+        }
+
+        let any = crate::events::any_of(&Empty::default()).unwrap();
+        exchange.publish("default", "/other", any.clone()).unwrap();
+        exchange.publish("default", "/wanted", any).unwrap();
+        let got = client
+            .messages
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the matching event arrives");
+        assert_eq!(got.topic, "/wanted");
+        assert_eq!(got.namespace, "default");
+        assert!(
+            client.messages.try_recv().is_err(),
+            "only the match is sent"
+        );
+
+        drop(client);
+        handler
+            .join()
+            .expect("handler thread")
+            .expect("a client that leaves ends the stream cleanly");
+    }
+
+    #[test]
+    fn ttrpc_forward_refuses_an_empty_envelope_with_invalid_argument() {
+        let service = EventsService {
+            exchange: Arc::new(Exchange::new()),
+        };
+        let err = forward(&service.exchange, None).unwrap_err();
+        let ttrpc::Error::RpcStatus(status) = ttrpc::Error::from(err) else {
+            panic!("a status");
+        };
+        assert_eq!(status.code.value(), Class::InvalidArgument.code());
+        assert_eq!(status.message, "envelope must be set: invalid argument");
+    }
 }

@@ -3,9 +3,7 @@
 //! (`containerd.services.leases.v1.Leases`). Leases publish no events.
 
 use std::collections::BTreeMap;
-use std::io::Read as _;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::api::leases::{
     create_leases, AddResourceRequest, CreateRequest, CreateResponse, DeleteRequest,
@@ -24,25 +22,6 @@ use crate::rpc::{Call, RpcResult};
 pub struct LeaseManager {
     db: Arc<Db>,
     gc: Arc<Scheduler>,
-}
-
-/// A server-chosen lease id like containerd's: the nanoseconds of the current second, a dash,
-/// and four URL-safe base64 characters from three random bytes.
-pub fn generate_id() -> Result<String, Error> {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut bytes = [0u8; 3];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .map_err(|err| Error::internal(format!("read /dev/urandom: {err}")))?;
-    let n = (u32::from(bytes[0]) << 16) | (u32::from(bytes[1]) << 8) | u32::from(bytes[2]);
-    let suffix: String = (0..4)
-        .map(|i| ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char)
-        .collect();
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .subsec_nanos();
-    Ok(format!("{nanos}-{suffix}"))
 }
 
 fn lease_of(lease: metadata::Lease) -> Lease {
@@ -66,7 +45,7 @@ impl LeaseManager {
         labels: &BTreeMap<String, String>,
     ) -> Result<metadata::Lease, Error> {
         let id = if id.is_empty() {
-            generate_id()?
+            metadata::generate_lease_id()?
         } else {
             id.to_string()
         };
@@ -199,21 +178,4 @@ pub fn registrations() -> Vec<Registration> {
         })
         .requires(&[types::LEASE]),
     ]
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn generated_ids_look_like_containerds() {
-        let id = generate_id().unwrap();
-        let (nanos, suffix) = id.split_once('-').expect("dash");
-        assert!(nanos.parse::<u32>().unwrap() < 1_000_000_000, "{id}");
-        assert_eq!(suffix.len(), 4, "{id}");
-        assert!(suffix
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
-        assert_ne!(generate_id().unwrap(), generate_id().unwrap());
-    }
 }

@@ -14,4 +14,3 @@ pub mod leases;
 pub mod namespaces;
 pub mod snapshots;
 pub mod version;
-pub mod walking;

@@ -9,9 +9,12 @@
 
 pub mod native;
 pub mod overlay;
+pub mod plugin;
 mod storage;
+pub mod wire;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::errdefs::Error;
@@ -108,3 +111,7 @@ pub trait Snapshotter: Send + Sync {
         ))
     }
 }
+
+/// How a snapshotter plugin's value is stored, built-in or proxy alike, so the metadata
+/// plugin can find every one.
+pub struct SnapshotterHandle(pub Arc<dyn Snapshotter>);

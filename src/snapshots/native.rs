@@ -21,8 +21,8 @@ use parking_lot::Mutex;
 use redb::{Database, ReadableTable, TableDefinition};
 
 use super::{Info, Kind, Mount, Snapshotter, Usage};
+use crate::codec::{Decoder, Encoder};
 use crate::errdefs::{Class, Error};
-use crate::metadata::codec::{Decoder, Encoder};
 
 const SNAPSHOTS: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshots");
 const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
@@ -125,7 +125,7 @@ impl Native {
             return Ok(db);
         }
         let db = redb::Builder::new()
-            .set_cache_size(crate::metadata::CACHE_BYTES)
+            .set_cache_size(crate::codec::CACHE_BYTES)
             .create(self.root.join("metadata.redb"))
             .map_err(store_err)?;
         let mut txn = db.begin_write().map_err(store_err)?;
@@ -271,7 +271,7 @@ impl Snapshotter for Native {
     fn update(&self, info: &Info, paths: &[String]) -> Result<Info, Error> {
         let _guard = self.lock.lock();
         let mut rec = self.must_get(&info.name)?;
-        crate::metadata::update_labels(&mut rec.labels, &info.labels, paths).map_err(|path| {
+        crate::labels::update_labels(&mut rec.labels, &info.labels, paths).map_err(|path| {
             Error::wrapped(
                 Class::InvalidArgument,
                 format!("cannot update {path:?} field on snapshot {:?}", info.name),

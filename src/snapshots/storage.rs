@@ -17,8 +17,8 @@ use parking_lot::Mutex;
 use redb::{Database, ReadableTable, TableDefinition};
 
 use super::{Info, Kind, Usage};
+use crate::codec::{Decoder, Encoder};
 use crate::errdefs::{Class, Error};
-use crate::metadata::codec::{Decoder, Encoder};
 
 const SNAPSHOTS: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshots");
 const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
@@ -119,7 +119,7 @@ impl Store {
             return Ok(db);
         }
         let db = redb::Builder::new()
-            .set_cache_size(crate::metadata::CACHE_BYTES)
+            .set_cache_size(crate::codec::CACHE_BYTES)
             .create(&self.path)
             .map_err(store_err)?;
         let mut txn = db.begin_write().map_err(store_err)?;
@@ -311,7 +311,7 @@ impl Store {
     /// Updates labels by field paths (`labels`, `labels.<k>`; none replaces them all).
     pub fn update(&self, info: &Info, paths: &[String]) -> Result<Info, Error> {
         let mut rec = self.must_get(&info.name)?;
-        crate::metadata::update_labels(&mut rec.labels, &info.labels, paths).map_err(|path| {
+        crate::labels::update_labels(&mut rec.labels, &info.labels, paths).map_err(|path| {
             Error::wrapped(
                 Class::InvalidArgument,
                 format!("cannot update {path:?} field on snapshot {:?}", info.name),

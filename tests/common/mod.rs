@@ -290,3 +290,30 @@ pub fn run_ctrd(args: &[&str]) -> Output {
         .output()
         .expect("run ctrd")
 }
+
+/// Call options with the namespace header, the lease header when given, and
+/// [`START_DEADLINE`] as the deadline.
+pub fn call_opt(ns: &str, lease: Option<&str>) -> grpcio::CallOption {
+    let mut headers = grpcio::MetadataBuilder::new();
+    headers
+        .add_str("containerd-namespace", ns)
+        .expect("namespace header");
+    if let Some(lease) = lease {
+        headers
+            .add_str("containerd-lease", lease)
+            .expect("lease header");
+    }
+    grpcio::CallOption::default()
+        .headers(headers.build())
+        .timeout(START_DEADLINE)
+}
+
+/// The status code and message a call failed with; panics on success or when the call
+/// did not get as far as a status.
+pub fn rpc_status<T>(result: grpcio::Result<T>) -> (grpcio::RpcStatusCode, String) {
+    match result {
+        Err(grpcio::Error::RpcFailure(status)) => (status.code(), status.message().to_string()),
+        Err(other) => panic!("expected an RPC status, got {other}"),
+        Ok(_) => panic!("expected an RPC error, got success"),
+    }
+}

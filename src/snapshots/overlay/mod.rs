@@ -20,6 +20,7 @@
 //! one lock serialises changes with the directory work that goes with them.
 
 pub mod check;
+pub mod plugin;
 
 use std::collections::BTreeMap;
 use std::fs;

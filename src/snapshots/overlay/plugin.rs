@@ -1,0 +1,42 @@
+//! `io.containerd.snapshotter.v1.overlayfs`, with containerd's config keys.
+
+use std::sync::Arc;
+
+use super::{check, Options, Overlay, OverlayConfig};
+use crate::errdefs::Error;
+use crate::plugin::{types, Instance, Registration};
+use crate::snapshots::SnapshotterHandle;
+
+/// `io.containerd.snapshotter.v1.overlayfs`: skipped, with the reason, where the root's
+/// file system or the kernel cannot do overlay.
+pub fn registration() -> Registration {
+    Registration::new(types::SNAPSHOT, "overlayfs", |ic| {
+        let config = ic.config::<OverlayConfig>()?.clone();
+        ic.meta.platforms.push(crate::platforms::host());
+        let root = if config.root_path.is_empty() {
+            ic.root()
+        } else {
+            std::path::PathBuf::from(&config.root_path)
+        };
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&root)
+                .map_err(|err| Error::from(err).context(format!("create {}", root.display())))?;
+        }
+        let check = check::supported(&root)
+            .map_err(|reason| crate::plugin::skip(format!("overlay not supported: {reason}")))?;
+        let overlay = Overlay::open(&root, Options::for_root(&config, &root))?;
+        ic.meta
+            .exports
+            .insert("root".into(), root.to_string_lossy().into_owned());
+        // The check's test mount is undone in the background; waited for at shutdown.
+        Ok(
+            Instance::new(Arc::new(SnapshotterHandle(Arc::new(overlay))))
+                .with_close(move || check.wait()),
+        )
+    })
+    .config::<OverlayConfig>()
+}
