@@ -783,6 +783,42 @@ mod tests {
     use super::*;
 
     #[test]
+    fn in_memory_streams_deliver_in_order_and_notice_a_client_that_left() {
+        let call = Arc::new(Call::for_test(
+            "s",
+            "m",
+            &[(NAMESPACE_HEADER, "default"), (LEASE_HEADER, "l1")],
+        ));
+        let scope = call.scope().expect("scope");
+        assert_eq!((scope.namespace(), scope.lease()), ("default", Some("l1")));
+
+        let (mut input, tx) = StreamReceiver::<u32>::in_memory(call.clone());
+        tx.send(Ok(1)).expect("send");
+        tx.send(Ok(2)).expect("send");
+        drop(tx);
+        let got: Vec<u32> = input.by_ref().map(|m| m.expect("message")).collect();
+        assert_eq!(got, [1, 2], "dropping the sender ends the stream");
+
+        let (mut out, client) = StreamSender::<u32>::in_memory(call.clone());
+        out.send(7).expect("send");
+        assert!(!out.is_closed());
+        let closed = out.closed_signal();
+        assert!(
+            closed.try_recv().is_err(),
+            "not signalled while the client is there"
+        );
+        assert_eq!(client.messages.try_recv().ok(), Some(7));
+        drop(client);
+        closed
+            .recv_timeout(Duration::from_secs(10))
+            .expect_err("the signal disconnects once the client is gone");
+        assert!(out.is_closed());
+        let err = out.send(8).expect_err("client gone");
+        assert_eq!(err.class(), crate::errdefs::Class::Canceled);
+        assert!(call.is_cancelled());
+    }
+
+    #[test]
     fn namespace_is_required_and_validated() {
         let none = Call::for_test("s", "m", &[]);
         let err = none.namespace_required().expect_err("missing");

@@ -4,7 +4,9 @@
 //! `io.containerd.grpc.v1.version`). The protocol, run on the `ctrd-init` thread:
 //!
 //! 1. [`Registry`] collects [`Registration`]s (the explicit built-in list in
-//!    `crate::server`, then proxy plugins) and rejects malformed ones with a [`RegistryError`] instead of panicking.
+//!    `crate::server`, then proxy plugins) and rejects malformed ones with a
+//!    [`RegistryError`] instead of panicking. This module names no service: plugins are
+//!    values it stores, and [`GrpcServices`] / [`TtrpcServices`] are the only roles it knows.
 //! 2. [`Registry::graph`] orders them the way containerd does: depth-first in registration
 //!    order, dependencies first, disabled plugins removed before ordering.
 //! 3. Each registration's [`Registration::init`] runs with an [`InitContext`]; the result,
