@@ -35,6 +35,10 @@ const PROTOS: &[(&str, Serve)] = &[
     ("containerd/events/namespace_events.proto", Serve::Grpc),
     ("containerd/events/object_events.proto", Serve::Grpc),
     ("containerd/events/task_events.proto", Serve::Grpc),
+    (
+        "containerd/services/containers/v1/containers.proto",
+        Serve::Grpc,
+    ),
     ("containerd/services/content/v1/content.proto", Serve::Grpc),
     ("containerd/services/diff/v1/diff.proto", Serve::Grpc),
     (
@@ -46,6 +50,7 @@ const PROTOS: &[(&str, Serve)] = &[
         "containerd/services/introspection/v1/introspection.proto",
         Serve::Grpc,
     ),
+    ("containerd/services/images/v1/images.proto", Serve::Grpc),
     ("containerd/services/leases/v1/leases.proto", Serve::Grpc),
     (
         "containerd/services/namespaces/v1/namespace.proto",

@@ -40,6 +40,13 @@ impl Encoder {
         this
     }
 
+    /// A length-prefixed byte string (an `Any`'s value, a spec).
+    pub(crate) fn bytes(mut self, b: &[u8]) -> Self {
+        self = self.u32(u32::try_from(b.len()).expect("gRPC messages are below 4 GiB"));
+        self.buf.extend_from_slice(b);
+        self
+    }
+
     /// Seconds and nanoseconds relative to the Unix epoch (negative seconds before it).
     pub(crate) fn time(self, t: SystemTime) -> Self {
         let (secs, nanos) = match t.duration_since(UNIX_EPOCH) {
@@ -108,6 +115,11 @@ impl<'a> Decoder<'a> {
         let len = self.u32()? as usize;
         let bytes = self.take(len)?;
         String::from_utf8(bytes.to_vec()).map_err(|_| corrupt())
+    }
+
+    pub(crate) fn bytes(&mut self) -> Result<Vec<u8>, Error> {
+        let len = self.u32()? as usize;
+        Ok(self.take(len)?.to_vec())
     }
 
     pub(crate) fn time(&mut self) -> Result<SystemTime, Error> {

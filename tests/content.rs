@@ -645,3 +645,120 @@ fn sigkill_mid_ingest_leaves_a_resumable_ingest_and_no_partial_blob() {
     assert!(!daemon.ctr_ok(&["content", "active"]).contains("killed-1"));
     assert_eq!(fs::read_dir(&blobs).unwrap().count(), 1);
 }
+
+#[test]
+fn a_second_namespace_commits_a_shared_blob_without_sending_it() {
+    // `ctr content ingest` holds no lease: keep the start-up collection from taking the
+    // blob before it is labelled as a root.
+    let daemon = Daemon::start_with(
+        "content-shared",
+        Options {
+            config: Some(
+                "version = 3\n[plugins.'io.containerd.gc.v1.scheduler']\nstartup_delay = '1h'\n"
+                    .into(),
+            ),
+            ..Default::default()
+        },
+    );
+    let blob = data(300 * 1024, 11);
+    let digest = Digest::of(&blob);
+    let file = daemon.dir.join("blob");
+    fs::write(&file, &blob).expect("write blob");
+    // `ctr -n a content ingest` (the namespace flag is global, before the subcommand).
+    let status = Command::new(require_tool("ctr"))
+        .arg("--address")
+        .arg(&daemon.socket)
+        .args(["-n", "a", "content", "ingest", "--expected-digest"])
+        .arg(digest.to_string())
+        .arg("up")
+        .stdin(fs::File::open(&file).expect("open blob"))
+        .status()
+        .expect("run ctr");
+    assert!(status.success());
+    let d = digest.to_string();
+    daemon.ctr_ok(&[
+        "-n",
+        "a",
+        "content",
+        "label",
+        &d,
+        "containerd.io/gc.root=keep",
+    ]);
+    let client = ContentClient::new(daemon.channel());
+    let size = blob.len() as i64;
+
+    // Namespace b: the writer is complete at once; a COMMIT with no data records the blob.
+    let answers = write_stream(
+        &client,
+        opt("b", None),
+        vec![
+            WriteContentRequest {
+                ref_: "up".into(),
+                total: size,
+                expected: digest.to_string(),
+                ..write_req(WriteAction::STAT)
+            },
+            WriteContentRequest {
+                total: size,
+                offset: size,
+                expected: digest.to_string(),
+                ..write_req(WriteAction::COMMIT)
+            },
+        ],
+    )
+    .expect("shared write in b");
+    assert_eq!((answers[0].offset, answers[0].total), (size, size));
+    assert_eq!(answers[1].digest, digest.to_string());
+    let info = client
+        .info_opt(
+            &InfoRequest {
+                digest: digest.to_string(),
+                ..Default::default()
+            },
+            opt("b", None),
+        )
+        .expect("b holds the blob");
+    assert_eq!(info.info.size, size);
+
+    // Namespace c: appending after the shared bytes makes a new, longer blob.
+    let tail = b"and a little more";
+    let mut longer = blob.clone();
+    longer.extend_from_slice(tail);
+    let longer_digest = Digest::of(&longer);
+    let answers = write_stream(
+        &client,
+        opt("c", None),
+        vec![
+            WriteContentRequest {
+                ref_: "up".into(),
+                expected: digest.to_string(),
+                ..write_req(WriteAction::STAT)
+            },
+            WriteContentRequest {
+                offset: size,
+                data: tail.to_vec(),
+                ..write_req(WriteAction::WRITE)
+            },
+            WriteContentRequest {
+                total: longer.len() as i64,
+                offset: longer.len() as i64,
+                expected: longer_digest.to_string(),
+                ..write_req(WriteAction::COMMIT)
+            },
+        ],
+    )
+    .expect("append in c");
+    assert_eq!(answers[0].offset, size);
+    assert_eq!(answers[1].offset, longer.len() as i64);
+    assert_eq!(answers[2].digest, longer_digest.to_string());
+    let got = daemon.ctr_ok(&["-n", "c", "content", "ls", "-q"]);
+    assert_eq!(got.trim(), longer_digest.to_string());
+    let blobs = fs::read_dir(
+        daemon
+            .dir
+            .join("root/io.containerd.content.v1.content/blobs/sha256"),
+    )
+    .expect("blobs dir")
+    .count();
+    assert_eq!(blobs, 2, "the shared blob once, the longer one once");
+}

@@ -213,6 +213,29 @@ pub mod diff {
     pub use super::svc::diff::v1::diff_grpc::{create_diff, Diff, DiffClient};
 }
 
+/// `containerd.services.images.v1`.
+pub mod images {
+    pub use super::svc::images::v1::images::{
+        CreateImageRequest, CreateImageResponse, DeleteImageRequest, GetImageRequest,
+        GetImageResponse, Image, ListImagesRequest, ListImagesResponse, UpdateImageRequest,
+        UpdateImageResponse,
+    };
+    pub use super::svc::images::v1::images_grpc::{create_images, Images, ImagesClient};
+}
+
+/// `containerd.services.containers.v1`.
+pub mod containers {
+    pub use super::svc::containers::v1::containers::container::Runtime;
+    pub use super::svc::containers::v1::containers::{
+        Container, CreateContainerRequest, CreateContainerResponse, DeleteContainerRequest,
+        GetContainerRequest, GetContainerResponse, ListContainerMessage, ListContainersRequest,
+        ListContainersResponse, UpdateContainerRequest, UpdateContainerResponse,
+    };
+    pub use super::svc::containers::v1::containers_grpc::{
+        create_containers, Containers, ContainersClient,
+    };
+}
+
 /// `google.rpc.Status`.
 pub mod rpc_status {
     pub use super::generated::google::rpc::status::Status;

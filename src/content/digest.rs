@@ -29,6 +29,11 @@ impl Digest {
             .map_err(|reason| Error::invalid_argument(format!("invalid digest {s:?}: {reason}")))
     }
 
+    /// go-digest's reason for rejecting `s`, for messages that word it their own way.
+    pub fn check(s: &str) -> Result<(), &'static str> {
+        validate(s).map(|_| ())
+    }
+
     /// The digest of a finished sha256 hash.
     pub fn from_sha256(bytes: &[u8; 32]) -> Digest {
         let mut hex = String::with_capacity(64);

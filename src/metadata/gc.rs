@@ -3,7 +3,9 @@
 //! A digest is live when, in some namespace, a lease that has not expired holds it as a
 //! `content` resource, or a record carries [`GC_ROOT_LABEL`]; digests named by the
 //! `containerd.io/gc.ref.content[.<x>]` labels of live records in the same namespace are
-//! live too. A lease whose [`GC_EXPIRE_LABEL`] lies at or before `now` is expired, holds
+//! live too. Images and containers are roots: an image keeps its target digest, a container
+//! its snapshot (`snapshotter`/`snapshot_key`), and both keep what their own labels name.
+//! A lease whose [`GC_EXPIRE_LABEL`] lies at or before `now` is expired, holds
 //! nothing, and is reported for deletion; an unparsable expiry is ignored.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -11,11 +13,14 @@ use std::time::{Duration, SystemTime};
 
 use redb::ReadableTable;
 
+use super::containers::ContainerRecord;
 use super::content::ContentRecord;
+use super::images::ImageRecord;
 use super::leases::Lease;
 use super::snapshots::SnapshotRecord;
 use super::{
-    Db, StoreResult, CONTENT, GC_EXPIRE_LABEL, GC_ROOT_LABEL, LEASES, LEASE_RESOURCES, SNAPSHOTS,
+    Db, StoreResult, CONTAINERS, CONTENT, GC_EXPIRE_LABEL, GC_ROOT_LABEL, IMAGES, LEASES,
+    LEASE_RESOURCES, SNAPSHOTS,
 };
 use crate::errdefs::Error;
 use crate::timefmt::parse_rfc3339;
@@ -103,14 +108,67 @@ fn label_refs(ns: &str, labels: &BTreeMap<String, String>, out: &mut Vec<Node>) 
     }
 }
 
+/// The roots images and containers make: image targets, container snapshots, and what
+/// their labels name.
+fn object_roots(
+    images: &impl ReadableTable<Pair, &'static [u8]>,
+    containers: &impl ReadableTable<Pair, &'static [u8]>,
+    pending: &mut Vec<Node>,
+) -> Result<(), Error> {
+    for row in images.iter().store()? {
+        let (key, value) = row.store()?;
+        let (ns, name) = key.value();
+        let image = ImageRecord::decode(name, value.value())?;
+        pending.push(Node::Content(ns.to_string(), image.target.digest.clone()));
+        label_refs(ns, &image.labels, pending);
+    }
+    for row in containers.iter().store()? {
+        let (key, value) = row.store()?;
+        let (ns, id) = key.value();
+        let container = ContainerRecord::decode(id, value.value())?;
+        if !container.snapshotter.is_empty() {
+            pending.push(Node::Snapshot(
+                container.snapshotter.clone(),
+                ns.to_string(),
+                container.snapshot_key.clone(),
+            ));
+        }
+        label_refs(ns, &container.labels, pending);
+    }
+    Ok(())
+}
+
+/// The tables the mark phase reads, from a read or a write transaction.
+struct MarkTables<'a, L, R, C, S, I, K> {
+    leases: &'a L,
+    resources: &'a R,
+    content: &'a C,
+    snapshots: &'a S,
+    images: &'a I,
+    containers: &'a K,
+}
+
 /// The mark phase over any view of the tables (a read or a write transaction's).
-fn mark(
-    leases: &impl ReadableTable<Pair, &'static [u8]>,
-    resources: &impl ReadableTable<Quad, ()>,
-    content: &impl ReadableTable<Pair, &'static [u8]>,
-    snapshots: &impl ReadableTable<Triple, &'static [u8]>,
+fn mark<L, R, C, S, I, K>(
+    tables: MarkTables<'_, L, R, C, S, I, K>,
     now: SystemTime,
-) -> Result<GcRoots, Error> {
+) -> Result<GcRoots, Error>
+where
+    L: ReadableTable<Pair, &'static [u8]>,
+    R: ReadableTable<Quad, ()>,
+    C: ReadableTable<Pair, &'static [u8]>,
+    S: ReadableTable<Triple, &'static [u8]>,
+    I: ReadableTable<Pair, &'static [u8]>,
+    K: ReadableTable<Pair, &'static [u8]>,
+{
+    let MarkTables {
+        leases,
+        resources,
+        content,
+        snapshots,
+        images,
+        containers,
+    } = tables;
     let mut roots = GcRoots::default();
 
     let mut expired = BTreeSet::new();
@@ -148,6 +206,8 @@ fn mark(
             ));
         }
     }
+
+    object_roots(images, containers, &mut pending)?;
 
     // Every record, with what it refers to; labelled roots start live.
     let mut edges: BTreeMap<Node, Vec<Node>> = BTreeMap::new();
@@ -212,10 +272,14 @@ impl Db {
     pub fn gc_roots(&self, now: SystemTime) -> Result<GcRoots, Error> {
         let txn = self.db.begin_read().store()?;
         mark(
-            &txn.open_table(LEASES).store()?,
-            &txn.open_table(LEASE_RESOURCES).store()?,
-            &txn.open_table(CONTENT).store()?,
-            &txn.open_table(SNAPSHOTS).store()?,
+            MarkTables {
+                leases: &txn.open_table(LEASES).store()?,
+                resources: &txn.open_table(LEASE_RESOURCES).store()?,
+                content: &txn.open_table(CONTENT).store()?,
+                snapshots: &txn.open_table(SNAPSHOTS).store()?,
+                images: &txn.open_table(IMAGES).store()?,
+                containers: &txn.open_table(CONTAINERS).store()?,
+            },
             now,
         )
     }
@@ -231,7 +295,19 @@ impl Db {
             let mut resources = txn.open_table(LEASE_RESOURCES).store()?;
             let mut content = txn.open_table(CONTENT).store()?;
             let mut snapshots = txn.open_table(SNAPSHOTS).store()?;
-            let roots = mark(&leases, &resources, &content, &snapshots, now)?;
+            let images = txn.open_table(IMAGES).store()?;
+            let containers = txn.open_table(CONTAINERS).store()?;
+            let roots = mark(
+                MarkTables {
+                    leases: &leases,
+                    resources: &resources,
+                    content: &content,
+                    snapshots: &snapshots,
+                    images: &images,
+                    containers: &containers,
+                },
+                now,
+            )?;
             for (ns, id) in &roots.expired_leases {
                 leases.remove((ns.as_str(), id.as_str())).store()?;
                 resources
@@ -379,5 +455,91 @@ mod tests {
         // Nothing left to collect.
         let again = db.collect_garbage(SystemTime::now()).unwrap();
         assert!(again.removed_records.is_empty() && again.removed_leases.is_empty());
+    }
+
+    #[test]
+    fn images_and_containers_are_roots() {
+        use super::super::{AnyValue, ContainerRecord, ImageRecord, RuntimeInfo, Target};
+        let (_dir, db) = open_temp();
+        let (index, manifest, config, loose, held) = (
+            digest('1'),
+            digest('2'),
+            digest('3'),
+            digest('4'),
+            digest('5'),
+        );
+        db.add_content(
+            "ns",
+            &record(&index, &[("containerd.io/gc.ref.content.m.0", &manifest)]),
+        )
+        .unwrap();
+        db.add_content(
+            "ns",
+            &record(
+                &manifest,
+                &[("containerd.io/gc.ref.content.config", &config)],
+            ),
+        )
+        .unwrap();
+        db.add_content("ns", &record(&config, &[])).unwrap();
+        db.add_content("ns", &record(&loose, &[])).unwrap();
+        db.add_content("ns", &record(&held, &[])).unwrap();
+        // The same index in another namespace, without an image there.
+        db.add_content("other", &record(&index, &[])).unwrap();
+        db.create_image(
+            "ns",
+            ImageRecord {
+                name: "img".into(),
+                target: Target {
+                    media_type: "application/vnd.oci.image.index.v1+json".into(),
+                    digest: index.clone(),
+                    size: 1,
+                    annotations: BTreeMap::new(),
+                },
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        db.create_container(
+            "ns",
+            ContainerRecord {
+                id: "c1".into(),
+                labels: labels(&[("containerd.io/gc.ref.content.x", &held)]),
+                runtime: RuntimeInfo {
+                    name: "io.containerd.runc.v2".into(),
+                    options: None,
+                },
+                spec: Some(AnyValue::default()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+
+        let sweep = db.collect_garbage(SystemTime::now()).unwrap();
+        assert_eq!(
+            sweep.removed_records,
+            vec![
+                ("ns".to_string(), loose.clone()),
+                ("other".to_string(), index.clone())
+            ]
+        );
+        assert_eq!(
+            sweep.referenced,
+            [
+                index.clone(),
+                manifest.clone(),
+                config.clone(),
+                held.clone()
+            ]
+            .into_iter()
+            .collect()
+        );
+
+        // Without the image and the container, everything goes.
+        db.delete_image("ns", "img").unwrap();
+        db.delete_container("ns", "c1").unwrap();
+        let sweep = db.collect_garbage(SystemTime::now()).unwrap();
+        assert_eq!(sweep.removed_records.len(), 4);
+        assert!(sweep.referenced.is_empty());
     }
 }

@@ -12,9 +12,13 @@
 //! * `lease_resources`: (namespace, lease id, type, resource id) → ()
 //! * `snapshots`: (snapshotter, namespace, key) → backend key, parent, times, labels
 //! * `counters`: name → last id handed out
+//! * `images`: (namespace, name) → times, labels, target
+//! * `containers`: (namespace, id) → the container record (`Any` values byte for byte)
 
+mod containers;
 mod content;
 mod gc;
+mod images;
 mod leases;
 mod namespaces;
 pub mod plugin;
@@ -30,8 +34,10 @@ use redb::{Database, ReadableTable, TableDefinition};
 use crate::errdefs::{Class, Error};
 use crate::labels::{update_labels, validate_label, validate_labels};
 
+pub use containers::{AnyValue, ContainerRecord, RuntimeInfo};
 pub use content::ContentRecord;
 pub use gc::{Collector, GcRoots, Stats, Sweep};
+pub use images::{ImageRecord, Target};
 pub use leases::{generate_lease_id, Lease};
 pub use snapshots::{backend_namespace, SnapshotRecord};
 pub use store::{ContentWriter, Metadata, SharingPolicy, INGEST_EXPIRY};
@@ -49,6 +55,8 @@ const LEASE_RESOURCES: TableDefinition<(&str, &str, &str, &str), ()> =
     TableDefinition::new("lease_resources");
 const SNAPSHOTS: TableDefinition<(&str, &str, &str), &[u8]> = TableDefinition::new("snapshots");
 const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
+const IMAGES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("images");
+const CONTAINERS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("containers");
 
 /// The metadata database; see the module documentation.
 pub struct Db {
@@ -77,6 +85,8 @@ impl Db {
             txn.open_table(LEASE_RESOURCES).store()?;
             txn.open_table(SNAPSHOTS).store()?;
             txn.open_table(COUNTERS).store()?;
+            txn.open_table(IMAGES).store()?;
+            txn.open_table(CONTAINERS).store()?;
         }
         txn.commit().store()?;
         Ok(Db {

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use redb::ReadableTable;
 
 use super::{
-    ensure_namespace, validate_label, validate_labels, Db, StoreResult, CONTENT, LEASES,
-    NAMESPACES, SNAPSHOTS,
+    ensure_namespace, validate_label, validate_labels, Db, StoreResult, CONTAINERS, CONTENT,
+    IMAGES, LEASES, NAMESPACES, SNAPSHOTS,
 };
 use crate::codec::{Decoder, Encoder};
 use crate::errdefs::{Class, Error};
@@ -117,8 +117,14 @@ impl Db {
     pub fn delete_namespace(&self, name: &str) -> Result<(), Error> {
         let txn = self.db.begin_write().store()?;
         let mut remaining = Vec::new();
+        if has_rows(&txn.open_table(IMAGES).store()?, name)? {
+            remaining.push("images".to_string());
+        }
         if has_rows(&txn.open_table(CONTENT).store()?, name)? {
             remaining.push("blobs".to_string());
+        }
+        if has_rows(&txn.open_table(CONTAINERS).store()?, name)? {
+            remaining.push("containers".to_string());
         }
         if has_rows(&txn.open_table(LEASES).store()?, name)? {
             remaining.push("leases".to_string());
@@ -263,5 +269,48 @@ mod tests {
         db.delete_content("busy", &rec.digest).unwrap();
         db.delete_namespace("busy").unwrap();
         assert_eq!(db.list_namespaces().unwrap(), vec!["busy2"]);
+    }
+
+    #[test]
+    fn delete_names_images_and_containers_left() {
+        use super::super::{AnyValue, ContainerRecord, ImageRecord, RuntimeInfo, Target};
+        let (_dir, db) = open_temp();
+        db.create_image(
+            "busy",
+            ImageRecord {
+                name: "img".into(),
+                target: Target {
+                    media_type: "m".into(),
+                    digest: format!("sha256:{}", "a".repeat(64)),
+                    size: 1,
+                    annotations: BTreeMap::new(),
+                },
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        db.create_container(
+            "busy",
+            ContainerRecord {
+                id: "c1".into(),
+                runtime: RuntimeInfo {
+                    name: "r".into(),
+                    options: None,
+                },
+                spec: Some(AnyValue::default()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let err = db.delete_namespace("busy").unwrap_err();
+        assert_eq!(err.class(), Class::FailedPrecondition);
+        assert_eq!(
+            err.message(),
+            "namespace \"busy\" must be empty, but it still has images, containers: \
+             failed precondition"
+        );
+        db.delete_image("busy", "img").unwrap();
+        db.delete_container("busy", "c1").unwrap();
+        db.delete_namespace("busy").unwrap();
     }
 }

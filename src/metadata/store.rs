@@ -7,9 +7,11 @@
 //! refs of different namespaces apart and lets a listing pick one namespace's ingests.
 //!
 //! Sharing policy, as containerd's `content_sharing_policy`: with `shared` (the default),
-//! opening a writer for an expected digest that another namespace already holds links the
-//! blob into this namespace and answers AlreadyExists; with `isolated`, the namespace must
-//! write the bytes itself, and only then is the existing blob recorded for it.
+//! a writer opened for an expected digest that another namespace already holds starts out
+//! complete (offset = total = the blob's size) without touching the backend; committing it
+//! records the blob in this namespace, and writing more first copies the blob into a fresh
+//! ingest. With `isolated`, the namespace must write the bytes itself, and only then is the
+//! existing blob recorded for it.
 //!
 //! Locking: a commit renames the blob into place and then records it; the collector's blob
 //! sweep must not fall between the two, so commits hold [`Metadata::sweep`] shared and the
@@ -167,9 +169,12 @@ impl Metadata {
         self.content.abort(ns, ref_)
     }
 
-    /// Opens or resumes `ns`'s ingest `ref_`. With `expected` already recorded in `ns`, or held
-    /// by another namespace (then linked into `ns`), the answer is AlreadyExists. With a
-    /// lease in the scope, the lease holds the ingest now and the content once committed.
+    /// Opens or resumes the scope's ingest `ref_`. With `expected` already recorded in the
+    /// namespace, the answer is AlreadyExists. With `expected` held by another namespace and
+    /// the `shared` policy, the writer starts out complete: its status is the blob's size, a
+    /// commit with no bytes sent records the blob in this namespace, and writing more first
+    /// copies the blob into a fresh ingest. With a lease in the scope, the lease holds the
+    /// ingest now and the content once committed.
     pub fn writer(
         self: &Arc<Self>,
         scope: &Scope,
@@ -185,61 +190,62 @@ impl Metadata {
                 "ref must not be empty: invalid argument",
             ));
         }
-        if let Some(d) = &expected {
-            self.link_existing(ns, d, lease.as_deref())?;
-        }
+        let shared = match &expected {
+            Some(d) => self.existing_blob(ns, d, total)?,
+            None => None,
+        };
         if let Some(id) = &lease {
             self.db.add_lease_resource(ns, id, "ingests", ref_)?;
         }
-        // Isolated: the backend must not refuse a blob it has; commit records it afterwards.
-        let backend_expected = match self.policy {
-            SharingPolicy::Shared => expected,
-            SharingPolicy::Isolated => None,
+        let ingest = match shared {
+            Some(blob) => Ingest::Shared(blob),
+            // The backend must not refuse a blob it has; commit records it in `ns`.
+            None => Ingest::Backend(self.content.writer(ns, ref_, total, None)?),
         };
-        let inner = self.content.writer(ns, ref_, total, backend_expected)?;
         Ok(ContentWriter {
             meta: self.clone(),
             ns: ns.to_string(),
             ref_: ref_.to_string(),
             lease,
-            inner,
+            ingest,
+            started: SystemTime::now(),
         })
     }
 
-    /// AlreadyExists when `ns` holds `d`, or when another namespace does (after recording it
-    /// in `ns` too); Ok when nobody has it yet.
-    fn link_existing(&self, ns: &str, d: &Digest, lease: Option<&str>) -> Result<(), Error> {
-        let exists = || Error::wrapped(Class::AlreadyExists, format!("content {d}"));
-        let text = d.to_string();
-        match self.db.content(ns, &text) {
-            Ok(_) => return Err(exists()),
+    /// AlreadyExists when `ns` holds `d`; the blob when another namespace does, the policy
+    /// is `shared` and `total` is unset or its size; None otherwise.
+    fn existing_blob(&self, ns: &str, d: &Digest, total: i64) -> Result<Option<SharedBlob>, Error> {
+        match self.db.content(ns, &d.to_string()) {
+            Ok(_) => return Err(Error::wrapped(Class::AlreadyExists, format!("content {d}"))),
             Err(err) if err.class() == Class::NotFound => {}
             Err(err) => return Err(err),
         }
         if self.policy == SharingPolicy::Isolated {
-            return Ok(());
+            return Ok(None);
         }
-        let _guard = self.sweep.read();
-        let Ok(info) = self.content.info(ns, d) else {
-            return Ok(());
-        };
-        let now = SystemTime::now();
-        let rec = ContentRecord {
-            digest: text.clone(),
-            size: info.size,
-            created_at: now,
-            updated_at: now,
-            labels: BTreeMap::new(),
-        };
-        match self
-            .db
-            .add_content_leased(ns, &rec, lease.map(|id| (id, None)))
-        {
-            Ok(()) => Err(exists()),
-            Err(err) if err.class() == Class::AlreadyExists => Err(exists()),
-            Err(err) => Err(err),
+        match self.content.info(ns, d) {
+            Ok(info) if total == 0 || total == info.size => Ok(Some(SharedBlob {
+                digest: d.clone(),
+                size: info.size,
+            })),
+            _ => Ok(None),
         }
     }
+}
+
+/// A blob already in the store that a writer stands for until bytes are written.
+#[derive(Debug, Clone)]
+struct SharedBlob {
+    digest: Digest,
+    size: i64,
+}
+
+/// What a writer writes to.
+enum Ingest {
+    /// An ingest of the backend store.
+    Backend(Box<dyn BlobWriter>),
+    /// Nothing yet: the writer stands for a blob another namespace holds.
+    Shared(SharedBlob),
 }
 
 /// An open ingest in one namespace.
@@ -248,35 +254,89 @@ pub struct ContentWriter {
     ns: String,
     ref_: String,
     lease: Option<String>,
-    inner: Box<dyn BlobWriter>,
+    ingest: Ingest,
+    started: SystemTime,
 }
 
 impl ContentWriter {
     /// The progress so far, under the client's ref.
     pub fn status(&self) -> Status {
-        self.inner.status()
+        match &self.ingest {
+            Ingest::Backend(inner) => inner.status(),
+            Ingest::Shared(blob) => Status {
+                ref_: self.ref_.clone(),
+                offset: blob.size,
+                total: blob.size,
+                expected: Some(blob.digest.clone()),
+                started_at: self.started,
+                updated_at: self.started,
+            },
+        }
     }
 
     pub fn offset(&self) -> i64 {
-        self.inner.offset()
+        self.status().offset
     }
 
     pub fn set_total(&mut self, total: i64) -> Result<(), Error> {
-        self.inner.set_total(total)
+        match &mut self.ingest {
+            Ingest::Backend(inner) => inner.set_total(total),
+            Ingest::Shared(_) => Ok(()),
+        }
+    }
+
+    /// The backend ingest, made on first use from the first `keep` bytes of the shared blob.
+    fn unshare(&mut self, keep: i64) -> Result<&mut Box<dyn BlobWriter>, Error> {
+        if let Ingest::Shared(blob) = &self.ingest {
+            let blob = blob.clone();
+            let mut inner = self.meta.content.writer(&self.ns, &self.ref_, 0, None)?;
+            inner.truncate(0)?;
+            let keep = keep.clamp(0, blob.size);
+            let reader = self.meta.content.reader(&self.ns, &blob.digest)?;
+            let mut buf = vec![0u8; 256 << 10];
+            let mut offset = 0i64;
+            while offset < keep {
+                let want = buf.len().min((keep - offset) as usize);
+                let n = reader.read_at(&mut buf[..want], offset as u64)?;
+                if n == 0 {
+                    return Err(Error::new(
+                        Class::DataLoss,
+                        format!("blob {} ended at {offset} bytes", blob.digest),
+                    ));
+                }
+                inner.write(&buf[..n])?;
+                offset += n as i64;
+            }
+            self.ingest = Ingest::Backend(inner);
+        }
+        match &mut self.ingest {
+            Ingest::Backend(inner) => Ok(inner),
+            Ingest::Shared(_) => Err(Error::internal("content writer lost its ingest")),
+        }
     }
 
     pub fn write(&mut self, data: &[u8]) -> Result<(), Error> {
-        self.inner.write(data)
+        if data.is_empty() {
+            return Ok(());
+        }
+        let keep = self.offset();
+        self.unshare(keep)?.write(data)
     }
 
-    /// Discards what was written (a WRITE at offset 0 restarts the ingest).
+    /// Discards what was written after `size` bytes (a WRITE at offset 0 restarts the ingest).
     pub fn truncate(&mut self, size: i64) -> Result<(), Error> {
-        self.inner.truncate(size)
+        match self.ingest {
+            Ingest::Shared(_) => self.unshare(size).map(|_| ()),
+            Ingest::Backend(ref mut inner) => inner.truncate(size),
+        }
     }
 
     /// The digest of the bytes written so far.
     pub fn digest(&self) -> Digest {
-        self.inner.digest()
+        match &self.ingest {
+            Ingest::Backend(inner) => inner.digest(),
+            Ingest::Shared(blob) => blob.digest.clone(),
+        }
     }
 
     /// Verifies `size` (if > 0) and `expected` (if given, else the one given at open), moves
@@ -291,27 +351,42 @@ impl ContentWriter {
         for (k, v) in &labels {
             crate::labels::validate_label(k, v)?;
         }
-        if size > 0 && size != self.inner.offset() {
+        let offset = self.offset();
+        if size > 0 && size != offset {
             return Err(Error::failed_precondition(format!(
-                "{:?} failed size validation: {} != {size}",
+                "{:?} failed size validation: {offset} != {size}",
                 self.ref_,
-                self.inner.offset()
             )));
         }
         let meta = self.meta.clone();
         let _guard = meta.sweep.read();
-        let size = self.inner.offset();
-        let written = self.inner.digest();
-        let digest = match self.inner.commit(size, expected) {
-            Ok(d) => d,
-            // Another namespace (or an earlier commit) has the blob: only the record is new.
-            Err(err) if err.class() == Class::AlreadyExists => written,
-            Err(err) => return Err(err),
+        let digest = match self.ingest {
+            Ingest::Backend(inner) => {
+                let written = inner.digest();
+                match inner.commit(offset, expected) {
+                    Ok(d) => d,
+                    // Another namespace (or an earlier commit) has the blob: only the
+                    // record is new.
+                    Err(err) if err.class() == Class::AlreadyExists => written,
+                    Err(err) => return Err(err),
+                }
+            }
+            Ingest::Shared(blob) => {
+                if expected.as_ref().is_some_and(|d| *d != blob.digest) {
+                    return Err(Error::failed_precondition(format!(
+                        "{:?} unexpected digest: failed precondition",
+                        self.ref_
+                    )));
+                }
+                // The blob must still be there now that the sweep cannot run.
+                meta.content.info(&self.ns, &blob.digest)?;
+                blob.digest
+            }
         };
         let now = SystemTime::now();
         let rec = ContentRecord {
             digest: digest.to_string(),
-            size,
+            size: offset,
             created_at: now,
             updated_at: now,
             labels: labels.into_iter().filter(|(_, v)| !v.is_empty()).collect(),
@@ -320,7 +395,7 @@ impl ContentWriter {
             .lease
             .as_deref()
             .map(|id| (id, Some(self.ref_.as_str())));
-        self.meta.db.add_content_leased(&self.ns, &rec, lease)?;
+        meta.db.add_content_leased(&self.ns, &rec, lease)?;
         Ok(rec)
     }
 }
@@ -435,13 +510,21 @@ mod tests {
         assert_eq!(err.message(), format!("content digest {d}: not found"));
         assert!(meta.list(&Scope::new("two"), &[]).unwrap().is_empty());
 
-        // Expecting a blob another namespace holds links it in and answers AlreadyExists.
-        let err = meta
-            .writer(&Scope::new("two"), "x", 5, Some(d.clone()))
-            .err()
-            .unwrap();
-        assert_eq!(err.class(), Class::AlreadyExists);
-        assert_eq!(meta.info(&Scope::new("two"), &d).unwrap().size, 5);
+        // Expecting a blob another namespace holds: complete at once, committed unsent.
+        let two = Scope::new("two");
+        let w = meta.writer(&two, "x", 5, Some(d.clone())).unwrap();
+        let status = w.status();
+        assert_eq!((status.offset, status.total), (5, 5));
+        assert_eq!(w.digest(), d);
+        let err = meta.info(&two, &d).unwrap_err();
+        assert_eq!(
+            err.class(),
+            Class::NotFound,
+            "nothing recorded before the commit"
+        );
+        w.commit(5, Some(d.clone()), labels(&[("k", "v")])).unwrap();
+        assert_eq!(meta.info(&two, &d).unwrap().size, 5);
+        assert_eq!(meta.info(&two, &d).unwrap().labels["k"], "v");
         // Again, now that it holds a record itself.
         let err = meta
             .writer(&Scope::new("two"), "x", 5, Some(d.clone()))
@@ -469,6 +552,55 @@ mod tests {
         assert_eq!(bad.class(), Class::InvalidArgument);
         let bad_ns = meta.list(&Scope::new("-bad-"), &[]).unwrap_err();
         assert_eq!(bad_ns.class(), Class::InvalidArgument);
+    }
+
+    #[test]
+    fn shared_blob_grows_into_a_new_blob_when_written_past_its_end() {
+        let (dir, meta) = open(SharingPolicy::Shared);
+        let d = put(&meta, "one", b"hello", &[]);
+        let mut w = meta
+            .writer(&Scope::new("two"), "x", 0, Some(d.clone()))
+            .unwrap();
+        assert_eq!(w.offset(), 5);
+        w.write(b" world").unwrap();
+        assert_eq!(w.offset(), 11);
+        let longer = Digest::of(b"hello world");
+        let rec = w.commit(11, Some(longer.clone()), BTreeMap::new()).unwrap();
+        assert_eq!(rec.digest, longer.to_string());
+        assert!(
+            meta.info(&Scope::new("two"), &d).is_err(),
+            "only the longer blob is two's"
+        );
+        assert_eq!(blobs(&dir), 2);
+        let (reader, size) = meta.reader(&Scope::new("two"), &longer).unwrap();
+        let mut buf = vec![0u8; size as usize];
+        reader.read_at(&mut buf, 0).unwrap();
+        assert_eq!(buf, b"hello world");
+
+        // A wrong size or digest on an unsent commit fails and records nothing.
+        let w = meta
+            .writer(&Scope::new("three"), "y", 0, Some(d.clone()))
+            .unwrap();
+        let err = w.commit(4, None, BTreeMap::new()).err().unwrap();
+        assert_eq!(err.message(), "\"y\" failed size validation: 5 != 4");
+        let w = meta
+            .writer(&Scope::new("three"), "y", 0, Some(d.clone()))
+            .unwrap();
+        let err = w.commit(5, Some(longer), BTreeMap::new()).err().unwrap();
+        assert_eq!(err.class(), Class::FailedPrecondition);
+        // A total that is not the blob's size writes the bytes itself.
+        let w = meta
+            .writer(&Scope::new("three"), "z", 9, Some(d.clone()))
+            .unwrap();
+        assert_eq!(w.offset(), 0);
+        // Truncating restarts from the shared bytes kept.
+        let mut w = meta
+            .writer(&Scope::new("three"), "t", 0, Some(d.clone()))
+            .unwrap();
+        w.truncate(2).unwrap();
+        w.write(b"y").unwrap();
+        let rec = w.commit(3, None, BTreeMap::new()).unwrap();
+        assert_eq!(rec.digest, Digest::of(b"hey").to_string());
     }
 
     #[test]

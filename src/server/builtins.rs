@@ -3,8 +3,8 @@
 
 use crate::plugin::Registration;
 use crate::services::{
-    content, deprecations, diff, events, health, introspection, leases, namespaces, snapshots,
-    version,
+    containers, content, deprecations, diff, events, health, images, introspection, leases,
+    namespaces, snapshots, version,
 };
 
 /// Every built-in registration. Order matters: it is the tie-breaker of the init order.
@@ -21,6 +21,8 @@ pub fn registrations() -> Vec<Registration> {
     list.extend(namespaces::registrations());
     list.push(crate::gc::registration());
     list.extend(leases::registrations());
+    list.extend(images::registrations());
+    list.extend(containers::registrations());
     list.push(crate::diff::plugin::registration());
     list.extend(diff::registrations());
     list.extend(introspection::registrations());

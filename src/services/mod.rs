@@ -4,11 +4,13 @@
 //! (streams); see `crate::rpc`. Errors are `crate::errdefs::Error`, mapped to status codes
 //! once, in `crate::rpc`.
 
+pub mod containers;
 pub mod content;
 pub mod deprecations;
 pub mod diff;
 pub mod events;
 pub mod health;
+pub mod images;
 pub mod introspection;
 pub mod leases;
 pub mod namespaces;

@@ -2,6 +2,9 @@
 //! directories, waits until its socket answers, and stops it on drop.
 #![allow(dead_code)]
 
+pub mod image;
+pub mod peer;
+
 use std::fs;
 use std::io::Read;
 use std::os::unix::net::UnixStream;
