@@ -220,6 +220,9 @@ impl Metadata {
             ));
         }
         validate_labels(labels)?;
+        // A collection must not run between the backend snapshot's creation and its record's
+        // commit: it would find the backend snapshot unreferenced and remove it.
+        let _sweep = self.sweep.read();
         let txn = self.db.db.begin_write().store()?;
         ensure_namespace(&txn, ns)?;
         if get(&txn, sn, ns, key)?.is_some() {
@@ -286,6 +289,8 @@ impl Metadata {
             ));
         }
         validate_labels(labels)?;
+        // As in snapshot_create: no collection between the backend commit and the record's.
+        let _sweep = self.sweep.read();
         let txn = self.db.db.begin_write().store()?;
         if get(&txn, sn, ns, name)?.is_some() {
             return Err(Error::wrapped(

@@ -39,7 +39,7 @@ pub struct Metadata {
     content: Arc<dyn content::Backend>,
     pub(super) snapshotters: BTreeMap<String, Arc<dyn Snapshotter>>,
     policy: SharingPolicy,
-    sweep: RwLock<()>,
+    pub(super) sweep: RwLock<()>,
 }
 
 /// Whether namespaces share blobs they did not write.
