@@ -372,6 +372,11 @@ fn snake(name: &str) -> String {
     out
 }
 
+/// Unary methods answered through `crate::rpc::Reply` (now or later, from any thread)
+/// instead of a return value: calls that wait for an outside event, such as a task's exit,
+/// without holding a thread meanwhile. Full names, `package.Service/Method`.
+const DEFERRED: &[&str] = &[];
+
 enum Kind {
     Unary,
     ClientStream,
@@ -386,6 +391,10 @@ fn kind(method: &MethodDescriptorProto) -> Kind {
         (false, true) => Kind::ServerStream,
         (true, true) => Kind::Duplex,
     }
+}
+
+fn deferred(service: &str, method: &MethodDescriptorProto) -> bool {
+    DEFERRED.contains(&format!("{service}/{}", method.name()).as_str())
 }
 
 fn service_glue(
@@ -432,6 +441,13 @@ fn service_glue(
         let (req, resp) = (ty(m.input_type()), ty(m.output_type()));
         let name = snake(m.name());
         let unimpl = format!("Err(crate::rpc::unimplemented(\"{}\"))", m.name());
+        if deferred(&full, m) {
+            let _ = writeln!(
+                out,
+                "        #[allow(unused_variables)]\n        fn {name}(&self, req: {req}, reply: crate::rpc::Reply<{resp}>) {{ reply.finish({unimpl}) }}"
+            );
+            continue;
+        }
         let sig = match kind(m) {
             Kind::Unary => format!("fn {name}(&self, call: &crate::rpc::Call, req: {req}) -> crate::rpc::RpcResult<{resp}>"),
             Kind::ServerStream => format!("fn {name}(&self, call: &crate::rpc::Call, req: {req}, out: &mut crate::rpc::StreamSender<{resp}>) -> crate::rpc::RpcResult<()>"),
@@ -483,6 +499,11 @@ fn service_glue(
                 "ctx, stream, sink",
                 "move |call, input, out| s.{name}(call, input, out)",
             ),
+        };
+        let (runner, call) = if deferred(&full, m) {
+            ("unary_deferred", "move |req, reply| s.{name}(req, reply)")
+        } else {
+            (runner, call)
         };
         let call = call.replace("{name}", &name);
         let _ = writeln!(

@@ -99,6 +99,24 @@ impl Class {
     }
 }
 
+/// The longest message a status carries: it travels in a header (`grpc-message`, percent
+/// encoded), and a header past the client's limit turns the answer into
+/// RESOURCE_EXHAUSTED. Quotes of input are cut far sooner (`identifiers::go_quote`).
+pub const MAX_MESSAGE: usize = 2048;
+
+/// `message`, cut to [`MAX_MESSAGE`] bytes (at a character boundary) with `...`.
+pub fn bounded(mut message: String) -> String {
+    if message.len() > MAX_MESSAGE {
+        let mut cut = MAX_MESSAGE - 3;
+        while !message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        message.truncate(cut);
+        message.push_str("...");
+    }
+    message
+}
+
 /// A classified error whose message is sent to the client as is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Error {
@@ -171,14 +189,14 @@ impl Error {
         <ttrpc::Code as protobuf::Enum>::from_i32(self.class.code()).unwrap_or(ttrpc::Code::UNKNOWN)
     }
 
-    /// The gRPC status carrying this error.
+    /// The gRPC status carrying this error (the message cut to [`MAX_MESSAGE`] bytes).
     pub fn to_grpc_status(&self) -> grpcio::RpcStatus {
-        grpcio::RpcStatus::with_message(self.grpc_code(), self.message.clone())
+        grpcio::RpcStatus::with_message(self.grpc_code(), bounded(self.message.clone()))
     }
 
     /// The ttrpc status carrying this error.
     pub fn to_ttrpc_status(&self) -> ttrpc::Status {
-        ttrpc::get_status(self.ttrpc_code(), self.message.clone())
+        ttrpc::get_status(self.ttrpc_code(), bounded(self.message.clone()))
     }
 
     /// The error a peer reported with a numeric status `code` (gRPC and ttrpc alike): the

@@ -31,13 +31,23 @@ pub fn validate(s: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// The most of a caller's input one quote in a message repeats.
+pub const MAX_QUOTED: usize = 256;
+
 /// `s` quoted the way Go's `%q` (strconv.Quote) does, so messages match containerd's byte
 /// for byte: `\x01` rather than Rust's `\u{1}`. Go's printable test is approximated by
-/// "not a control, format, private-use or non-ASCII space character".
+/// "not a control, format, private-use or non-ASCII space character". Input longer than
+/// [`MAX_QUOTED`] bytes is cut there and followed by `...(N bytes)`: an error must not
+/// carry a megabyte name back to the client (containerd quotes it whole).
 pub fn go_quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
+    let mut cut = s.len().min(MAX_QUOTED);
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let (shown, rest) = s.split_at(cut);
+    let mut out = String::with_capacity(shown.len() + 2);
     out.push('"');
-    for c in s.chars() {
+    for c in shown.chars() {
         match c {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
@@ -55,6 +65,9 @@ pub fn go_quote(s: &str) -> String {
         }
     }
     out.push('"');
+    if !rest.is_empty() {
+        out.push_str(&format!("...({} bytes)", s.len()));
+    }
     out
 }
 

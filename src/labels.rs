@@ -8,8 +8,14 @@ use crate::errdefs::{Class, Error};
 /// The largest key plus value a label may have.
 pub const MAX_LABEL_SIZE: usize = 4096;
 
-/// Checks one label the way containerd's `labels.Validate` does.
+/// Checks one label the way containerd's `labels.Validate` does, and refuses an empty key
+/// (which containerd's store refuses when it writes it).
 pub fn validate_label(key: &str, value: &str) -> Result<(), Error> {
+    if key.is_empty() {
+        return Err(Error::invalid_argument(
+            "label key must not be empty: invalid argument",
+        ));
+    }
     let size = key.len() + value.len();
     if size > MAX_LABEL_SIZE {
         let short: String = key.chars().take(64).collect();

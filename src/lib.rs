@@ -23,6 +23,7 @@
 //! - [`plugin`]: registrations, dependency ordering, init context, the plugin set.
 //! - [`rpc`]: the runtime under the generated gRPC glue (calls, streams, interceptors) and
 //!   in-memory streams for tests.
+//! - [`workers`]: the bounded thread pool for slow calls, and the thread for waiting streams.
 //! - [`metrics`]: the Prometheus registry and the gRPC interceptor.
 //! - [`config`]: containerd's config schema, imports and merging, migration, TOML output.
 //! - [`api`]: the generated protobuf messages and service glue, one module per package.
@@ -66,6 +67,7 @@ pub mod services;
 pub mod snapshots;
 pub mod sys;
 pub mod timefmt;
+pub mod workers;
 
 /// The version ctrd reports (`Version/Version`, `ctrd --version`).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -2,8 +2,11 @@
 //! [`server_streaming`], [`client_streaming`] or [`duplex_streaming`], which build the
 //! [`Call`], run the handler, send the answer and report to the [`Interceptor`].
 //!
-//! Threads: unary handlers run inline on grpcio's completion-queue thread (no hand-off);
-//! streaming handlers get a `ctrd-stream` thread each, which blocks on grpcio's futures.
+//! Threads: quick unary handlers run inline on grpcio's completion-queue thread (no
+//! hand-off); the slow ones listed in [`ON_WORKERS`] run on the bounded worker pool
+//! (`crate::workers`), so a long Diff never delays a `Version`; a [`Reply`] lets a call be
+//! answered later from any thread. Streaming handlers get a `ctrd-stream` thread each,
+//! which blocks on grpcio's futures.
 //!
 //! A streaming handler learns that its client left from a failed [`StreamSender::send`],
 //! from [`StreamSender::is_closed`], or while waiting, from [`StreamSender::closed_signal`].
@@ -465,19 +468,63 @@ fn code_of<T>(result: &RpcResult<T>) -> RpcStatusCode {
     }
 }
 
-/// Runs a unary handler inline and answers.
+/// The methods whose handlers run on the worker pool (`crate::workers`) instead of the
+/// completion-queue thread: those that may take long. `"*"` stands for every method of the
+/// service. Everything else (Version, Health, Introspection, Get/List/Status/Info…) is
+/// quick and runs inline, without a hand-off.
+///
+/// To move a call here, add it to this list; the handler itself does not change. A call
+/// that waits for an outside event rather than working should also not hold a worker
+/// while it waits: see [`Reply`].
+pub const ON_WORKERS: &[(&str, &str)] = &[
+    ("containerd.services.diff.v1.Diff", "*"),
+    ("containerd.services.snapshots.v1.Snapshots", "Prepare"),
+    ("containerd.services.snapshots.v1.Snapshots", "View"),
+    ("containerd.services.snapshots.v1.Snapshots", "Commit"),
+    ("containerd.services.snapshots.v1.Snapshots", "Remove"),
+    ("containerd.services.snapshots.v1.Snapshots", "Usage"),
+    ("containerd.services.snapshots.v1.Snapshots", "Cleanup"),
+    // Slow only with `sync` (a collection), but telling needs the request.
+    ("containerd.services.leases.v1.Leases", "Delete"),
+    ("containerd.services.namespaces.v1.Namespaces", "Delete"),
+    ("containerd.services.content.v1.Content", "Delete"),
+    ("containerd.services.tasks.v1.Tasks", "*"),
+];
+
+/// Whether `/service/method` runs on the worker pool (see [`ON_WORKERS`]).
+pub fn runs_on_workers(service: &str, method: &str) -> bool {
+    ON_WORKERS
+        .iter()
+        .any(|(s, m)| *s == service && (*m == "*" || *m == method))
+}
+
+/// Runs a unary handler, inline or on the worker pool (see [`ON_WORKERS`]), and answers.
 pub fn unary<Req, Resp>(
     ctx: RpcContext,
     req: Req,
     sink: UnarySink<Resp>,
     service: &'static str,
     method: &'static str,
-    f: impl FnOnce(&Call, Req) -> RpcResult<Resp>,
+    f: impl FnOnce(&Call, Req) -> RpcResult<Resp> + Send + 'static,
 ) where
+    Req: Send + 'static,
     Resp: Send + 'static,
 {
     let call = Call::new(&ctx, service, method, MethodKind::Unary);
     call.received();
+    if runs_on_workers(service, method) {
+        crate::workers::submit(Box::new(move |admitted| {
+            let result = match admitted {
+                Ok(()) => f(&call, req),
+                Err(busy) => Err(Error::new(
+                    crate::errdefs::Class::Unavailable,
+                    busy.to_string(),
+                )),
+            };
+            Reply::new(call, sink).finish(result);
+        }));
+        return;
+    }
     let result = f(&call, req);
     let code = code_of(&result);
     let mut sink = sink;
@@ -508,6 +555,99 @@ pub fn unary<Req, Resp>(
         }
     }
     call.finish(code);
+}
+
+/// Runs a unary handler that answers through a [`Reply`], now or later, from any thread.
+/// `f` itself runs like any unary handler (inline, or on the pool per [`ON_WORKERS`]) and
+/// should return quickly: keep the reply where the awaited event will find it.
+pub fn unary_deferred<Req, Resp>(
+    ctx: RpcContext,
+    req: Req,
+    sink: UnarySink<Resp>,
+    service: &'static str,
+    method: &'static str,
+    f: impl FnOnce(Req, Reply<Resp>) + Send + 'static,
+) where
+    Req: Send + 'static,
+    Resp: Send + 'static,
+{
+    let call = Call::new(&ctx, service, method, MethodKind::Unary);
+    call.received();
+    if runs_on_workers(service, method) {
+        crate::workers::submit(Box::new(move |admitted| {
+            let reply = Reply::new(call, sink);
+            match admitted {
+                Ok(()) => f(req, reply),
+                Err(busy) => reply.finish(Err(Error::new(
+                    crate::errdefs::Class::Unavailable,
+                    busy.to_string(),
+                ))),
+            }
+        }));
+    } else {
+        f(req, Reply::new(call, sink));
+    }
+}
+
+/// The answer to one unary call, to be given once from any thread: a call such as
+/// `Tasks/Wait` keeps it until the process exits, without holding a thread meanwhile.
+/// Dropped without [`finish`](Reply::finish), it answers `Internal` so the client is never
+/// left waiting.
+pub struct Reply<Resp> {
+    call: Call,
+    sink: Option<UnarySink<Resp>>,
+}
+
+impl<Resp> Reply<Resp> {
+    fn new(call: Call, sink: UnarySink<Resp>) -> Self {
+        Reply {
+            call,
+            sink: Some(sink),
+        }
+    }
+
+    /// The call being answered (headers, namespace).
+    pub fn call(&self) -> &Call {
+        &self.call
+    }
+
+    /// Sends the answer and reports the call handled. Blocks until gRPC took it (one
+    /// socket write; not the client's reading).
+    pub fn finish(mut self, result: RpcResult<Resp>) {
+        self.answer(result);
+    }
+
+    fn answer(&mut self, result: RpcResult<Resp>) {
+        let Some(sink) = self.sink.take() else {
+            return;
+        };
+        let code = code_of(&result);
+        let done = match result {
+            Ok(resp) => {
+                self.call.sent();
+                sink.success(resp)
+            }
+            Err(err) => {
+                log_failure(&self.call, &err);
+                sink.fail(err.to_grpc_status())
+            }
+        };
+        if futures_executor::block_on(done).is_err() {
+            self.call.cancelled.store(true, Ordering::Relaxed);
+        }
+        self.call.finish(code);
+    }
+}
+
+impl<Resp> Drop for Reply<Resp> {
+    fn drop(&mut self) {
+        if self.sink.is_some() {
+            self.answer(Err(Error::new(
+                crate::errdefs::Class::Internal,
+                "the call ended without an answer",
+            )));
+        }
+    }
 }
 
 fn log_failure(call: &Call, err: &Error) {
@@ -646,6 +786,159 @@ pub fn server_streaming<Req, Resp>(
         finish_stream(&call, out, result);
         call.finish(code);
     });
+}
+
+/// Runs a server-streaming handler that mostly waits (an events subscription) as a future
+/// on the one `ctrd-waiters` thread (`crate::workers::spawn_waiting`) instead of a thread
+/// of its own. The future gets the call, the request and a [`WaitingSender`], and gives the
+/// sender back with its result; it must never block.
+pub fn server_streaming_waiting<Req, Resp, Fut>(
+    ctx: RpcContext,
+    req: Req,
+    sink: ServerStreamingSink<Resp>,
+    service: &'static str,
+    method: &'static str,
+    f: impl FnOnce(Arc<Call>, Req, WaitingSender<Resp>) -> Fut,
+) where
+    Resp: Send + 'static,
+    Fut: std::future::Future<Output = (WaitingSender<Resp>, RpcResult<()>)> + Send + 'static,
+{
+    let call = Arc::new(Call::new(&ctx, service, method, MethodKind::ServerStream));
+    call.received();
+    let out = WaitingSender {
+        sink: WaitingSink::Grpc(Box::new(sink)),
+        call: call.clone(),
+        closed: false,
+    };
+    let running = f(call.clone(), req, out);
+    crate::workers::spawn_waiting(async move {
+        let (out, result) = running.await;
+        let code = code_of(&result);
+        if let Err(err) = &result {
+            log_failure(&call, err);
+        }
+        let WaitingSink::Grpc(mut sink) = out.sink else {
+            call.finish(code);
+            return;
+        };
+        let done = match result {
+            Ok(()) if !out.closed => sink.close().await,
+            // A finished call must not be polled again: `fail` is the one finisher that checks.
+            Ok(()) => (*sink).fail(client_gone().to_grpc_status()).await,
+            Err(err) => (*sink).fail(err.to_grpc_status()).await,
+        };
+        if done.is_err() {
+            call.cancelled.store(true, Ordering::Relaxed);
+        }
+        call.finish(code);
+    });
+}
+
+/// The sending half of a [`server_streaming_waiting`] call.
+pub struct WaitingSender<T> {
+    sink: WaitingSink<T>,
+    call: Arc<Call>,
+    closed: bool,
+}
+
+enum WaitingSink<T> {
+    Grpc(Box<ServerStreamingSink<T>>),
+    Memory {
+        tx: crossbeam_channel::Sender<T>,
+        gone: Arc<Hangup>,
+    },
+}
+
+/// Whether an in-memory client left, and the task to wake when it does.
+#[derive(Default)]
+struct Hangup {
+    gone: AtomicBool,
+    waker: parking_lot::Mutex<Option<std::task::Waker>>,
+}
+
+/// The client end of an in-memory waiting stream ([`WaitingSender::in_memory`]): what the
+/// handler sent, in order. Dropping it means the client went away (and wakes the handler).
+pub struct WaitingClient<T> {
+    pub messages: crossbeam_channel::Receiver<T>,
+    gone: Arc<Hangup>,
+}
+
+impl<T> Drop for WaitingClient<T> {
+    fn drop(&mut self) {
+        self.gone.gone.store(true, Ordering::Release);
+        if let Some(waker) = self.gone.waker.lock().take() {
+            waker.wake();
+        }
+    }
+}
+
+impl<T> WaitingSender<T> {
+    /// A sender whose messages go to the returned client end in this process, for testing
+    /// waiting handlers without a socket.
+    pub fn in_memory(call: Arc<Call>) -> (WaitingSender<T>, WaitingClient<T>) {
+        let (tx, messages) = crossbeam_channel::unbounded();
+        let gone = Arc::new(Hangup::default());
+        let sender = WaitingSender {
+            sink: WaitingSink::Memory {
+                tx,
+                gone: gone.clone(),
+            },
+            call,
+            closed: false,
+        };
+        (sender, WaitingClient { messages, gone })
+    }
+
+    /// Sends one message, waiting (without blocking) until gRPC takes it.
+    pub async fn send(&mut self, msg: T) -> RpcResult<()> {
+        if self.closed {
+            return Err(client_gone());
+        }
+        let sent = match &mut self.sink {
+            WaitingSink::Grpc(sink) => sink.send((msg, WriteFlags::default())).await,
+            WaitingSink::Memory { tx, .. } => {
+                tx.send(msg).map_err(|_| grpcio::Error::RemoteStopped)
+            }
+        };
+        match sent {
+            Ok(()) => {
+                self.call.sent();
+                Ok(())
+            }
+            Err(err) => {
+                log::debug!(
+                    "/{}/{}: send failed: {err}",
+                    self.call.service,
+                    self.call.method
+                );
+                self.closed = true;
+                self.call.cancelled.store(true, Ordering::Relaxed);
+                Err(client_gone())
+            }
+        }
+    }
+
+    /// True once the client cancelled or went away; otherwise registers `cx` to be woken
+    /// when it does.
+    pub fn poll_closed(&mut self, cx: &mut std::task::Context<'_>) -> bool {
+        if self.closed {
+            return true;
+        }
+        let gone = match &mut self.sink {
+            WaitingSink::Grpc(sink) => {
+                matches!(sink.poll_ready_unpin(cx), std::task::Poll::Ready(Err(_)))
+            }
+            WaitingSink::Memory { gone, .. } => {
+                *gone.waker.lock() = Some(cx.waker().clone());
+                gone.gone.load(Ordering::Acquire)
+            }
+        };
+        if gone {
+            self.closed = true;
+            self.call.cancelled.store(true, Ordering::Relaxed);
+        }
+        self.closed
+    }
 }
 
 /// Runs a client-streaming handler on its own thread.

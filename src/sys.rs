@@ -352,6 +352,30 @@ pub fn tune_allocator(mmap_threshold: usize, arenas: usize) {
     let _ = (mmap_threshold, arenas);
 }
 
+/// Gives memory the allocator holds free back to the system, when more than `min_free`
+/// bytes of it are free: glibc keeps what a burst freed (a flood of connections, a large
+/// message) in its heap, and RSS would stay at the burst's peak. Returns whether it trimmed.
+/// A no-op with musl, which returns freed memory itself.
+pub fn trim_heap(min_free: usize) -> bool {
+    #[cfg(target_env = "gnu")]
+    #[allow(unsafe_code)]
+    {
+        // SAFETY: mallinfo2 only reads the allocator's statistics.
+        let info = unsafe { libc::mallinfo2() };
+        if info.fordblks <= min_free {
+            return false;
+        }
+        // SAFETY: malloc_trim only releases free pages of the heap; no pointer is affected.
+        unsafe { libc::malloc_trim(0) };
+        true
+    }
+    #[cfg(not(target_env = "gnu"))]
+    {
+        let _ = min_free;
+        false
+    }
+}
+
 // File-system calls for layer application and diffs (`crate::diff`).
 
 fn c_path(path: &std::path::Path) -> io::Result<std::ffi::CString> {

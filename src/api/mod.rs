@@ -71,7 +71,10 @@ pub mod types {
 /// `containerd.services.events.v1` (gRPC).
 pub mod events {
     pub use super::svc::events::v1::events::{ForwardRequest, PublishRequest, SubscribeRequest};
-    pub use super::svc::events::v1::events_grpc::{create_events, Events, EventsClient};
+    pub use super::svc::events::v1::events_grpc::{
+        create_events, Events, EventsClient, METHOD_EVENTS_FORWARD, METHOD_EVENTS_PUBLISH,
+        METHOD_EVENTS_SUBSCRIBE,
+    };
 }
 
 /// `containerd.services.events.ttrpc.v1` (ttrpc: the shims' Forward).

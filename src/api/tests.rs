@@ -584,3 +584,114 @@ fn interceptor_sees_every_stage() {
         ]
     );
 }
+
+/// Namespaces/Delete blocks until told to go on (a stand-in for a long Diff or Prepare).
+struct SlowDelete {
+    started: Sender<()>,
+    release: Receiver<()>,
+}
+
+impl Namespaces for SlowDelete {
+    fn delete(
+        &self,
+        _call: &Call,
+        _req: super::namespaces::DeleteNamespaceRequest,
+    ) -> RpcResult<Empty> {
+        let _ = self.started.send(());
+        let _ = self.release.recv_timeout(PATIENCE);
+        Ok(Empty::new())
+    }
+}
+
+#[test]
+fn a_slow_call_runs_on_a_worker_and_does_not_delay_quick_ones() {
+    let (started_tx, started_rx) = crossbeam_channel::unbounded();
+    let (release_tx, release_rx) = crossbeam_channel::unbounded();
+    let harness = serve(vec![
+        create_namespaces(Arc::new(SlowDelete {
+            started: started_tx,
+            release: release_rx,
+        })),
+        create_version(Arc::new(TestVersion)),
+    ]);
+    let namespaces = NamespacesClient::new(harness.channel.clone());
+    let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+    let slow = std::thread::spawn(move || {
+        let mut req = super::namespaces::DeleteNamespaceRequest::new();
+        req.name = "slow".into();
+        let _ = done_tx.send(namespaces.delete(&req).map(drop));
+    });
+    started_rx
+        .recv_timeout(PATIENCE)
+        .expect("the slow call started");
+    // The server has one completion-queue thread, and the slow handler is still running.
+    let version = VersionClient::new(harness.channel.clone());
+    let answer = version.version_opt(
+        &Empty::new(),
+        CallOption::default().timeout(Duration::from_secs(1)),
+    );
+    assert_eq!(
+        answer.expect("Version answered within 1 s").version,
+        "1.2.3-test"
+    );
+    assert!(
+        done_rx.try_recv().is_err(),
+        "the slow call is still running"
+    );
+    release_tx.send(()).expect("handler waits");
+    done_rx
+        .recv_timeout(PATIENCE)
+        .expect("slow call answered")
+        .expect("slow call succeeded");
+    slow.join().expect("client thread");
+}
+
+#[test]
+fn a_deferred_reply_answers_from_another_thread() {
+    use super::svc::version::v1::version_grpc::METHOD_VERSION_VERSION;
+    let (parked_tx, parked_rx) =
+        crossbeam_channel::unbounded::<crate::rpc::Reply<VersionResponse>>();
+    let service = grpcio::ServiceBuilder::new()
+        .add_unary_handler(&METHOD_VERSION_VERSION, move |ctx, req, sink| {
+            let parked = parked_tx.clone();
+            crate::rpc::unary_deferred(
+                ctx,
+                req,
+                sink,
+                "containerd.services.version.v1.Version",
+                "Version",
+                move |_req: Empty, reply| {
+                    let _ = parked.send(reply);
+                },
+            )
+        })
+        .build();
+    let harness = serve(vec![service]);
+    let client = VersionClient::new(harness.channel.clone());
+    let (answer_tx, answer_rx) = crossbeam_channel::bounded(1);
+    let caller = std::thread::spawn(move || {
+        let _ = answer_tx.send(client.version(&Empty::new()));
+    });
+    // The handler returned with the reply parked; nothing answered yet.
+    let reply = parked_rx.recv_timeout(PATIENCE).expect("handler ran");
+    assert!(answer_rx.try_recv().is_err());
+    std::thread::spawn(move || {
+        reply.finish(Ok(VersionResponse {
+            version: "later".into(),
+            ..Default::default()
+        }))
+    })
+    .join()
+    .expect("answering thread");
+    let answer = answer_rx.recv_timeout(PATIENCE).expect("answered");
+    assert_eq!(answer.expect("ok").version, "later");
+    caller.join().expect("caller");
+
+    // A reply dropped unanswered still ends the call, with Internal.
+    let client = VersionClient::new(harness.channel.clone());
+    let caller = std::thread::spawn(move || client.version(&Empty::new()));
+    drop(parked_rx.recv_timeout(PATIENCE).expect("handler ran again"));
+    let (code, message) = status_of(caller.join().expect("caller"));
+    assert_eq!(code, RpcStatusCode::INTERNAL);
+    assert_eq!(message, "the call ended without an answer");
+}

@@ -11,6 +11,10 @@ use super::ConfigError;
 
 const META: [char; 3] = ['*', '?', '['];
 
+/// Directory entries one import pattern may look at: a pattern such as `/*/*/*` must not
+/// walk the whole filesystem.
+pub(super) const MAX_GLOB_ENTRIES: usize = 4096;
+
 /// The files `imports` names, in order, relative to `parent` (the importing file).
 pub(super) fn resolve(parent: &Path, imports: &[String]) -> Result<Vec<PathBuf>, ConfigError> {
     let base = match parent.parent() {
@@ -62,6 +66,7 @@ fn glob(pattern: &Path) -> Result<Vec<PathBuf>, ConfigError> {
     let bad = || ConfigError::Pattern {
         pattern: pattern.to_path_buf(),
     };
+    let mut seen = 0usize;
     let mut current: Vec<PathBuf> = vec![PathBuf::new()];
     for component in pattern.components() {
         let Component::Normal(part) = component else {
@@ -91,13 +96,23 @@ fn glob(pattern: &Path) -> Result<Vec<PathBuf>, ConfigError> {
             let Ok(entries) = std::fs::read_dir(listing) else {
                 continue;
             };
-            let mut names: Vec<String> = entries
-                .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
-                .filter(|name| {
-                    let name: Vec<char> = name.chars().collect();
-                    matches(&compiled, &name)
-                })
-                .collect();
+            let mut names = Vec::new();
+            for entry in entries {
+                seen += 1;
+                if seen > MAX_GLOB_ENTRIES {
+                    return Err(ConfigError::PatternTooBroad {
+                        pattern: pattern.to_path_buf(),
+                        max: MAX_GLOB_ENTRIES,
+                    });
+                }
+                let Some(name) = entry.ok().and_then(|e| e.file_name().into_string().ok()) else {
+                    continue;
+                };
+                let chars: Vec<char> = name.chars().collect();
+                if matches(&compiled, &chars) {
+                    names.push(name);
+                }
+            }
             names.sort();
             next.extend(names.into_iter().map(|name| dir.join(name)));
         }

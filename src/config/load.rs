@@ -34,7 +34,16 @@ pub fn load(path: &Path, migrations: &[PluginMigration]) -> Result<Config, Confi
         }
         let table = read_file(&file, migrations)?;
         let imports = string_list(&table, "imports");
+        // Merging skips empty values, but a file that sets `root = ""` means it: the
+        // daemon then refuses to start, as containerd does, rather than use the default.
+        let emptied: Vec<&str> = ["root", "state"]
+            .into_iter()
+            .filter(|key| table.get(*key).and_then(toml::Value::as_str) == Some(""))
+            .collect();
         merge::merge(&mut merged, table);
+        for key in emptied {
+            merged.insert(key.to_string(), toml::Value::String(String::new()));
+        }
         pending.extend(imports::resolve(&file, &imports)?);
     }
     // Taken out before decoding: a table read back from a `Value` would turn datetimes into
@@ -59,9 +68,46 @@ fn identity(path: &Path) -> PathBuf {
     imports::clean(&absolute)
 }
 
+/// The largest config file read (the default one is about 2 KiB).
+pub const MAX_FILE_SIZE: u64 = 1 << 20;
+
+/// A config file's text: a regular file (not `/dev/zero`, a FIFO or a directory) of at most
+/// [`MAX_FILE_SIZE`] bytes.
+fn read_text(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    // Non-blocking, so that opening a FIFO does not wait for a writer.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    let too_big = || {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("file is larger than {MAX_FILE_SIZE} bytes"),
+        )
+    };
+    if meta.len() > MAX_FILE_SIZE {
+        return Err(too_big());
+    }
+    let mut text = String::new();
+    file.take(MAX_FILE_SIZE + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_FILE_SIZE {
+        return Err(too_big());
+    }
+    Ok(text)
+}
+
 /// One file, checked and migrated to a table of the current version.
 fn read_file(path: &Path, migrations: &[PluginMigration]) -> Result<toml::Table, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    let text = read_text(path).map_err(|source| ConfigError::Read {
         path: path.to_path_buf(),
         source,
     })?;
@@ -174,6 +220,82 @@ mod tests {
     fn load_text(text: &str) -> Result<Config, ConfigError> {
         let dir = tempfile::tempdir().expect("tempdir");
         load(&write(dir.path(), "config.toml", text), &[])
+    }
+
+    #[test]
+    fn imports_must_be_small_regular_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fifo = dir.path().join("fifo.toml");
+        crate::sys::mknod(&fifo, libc::S_IFIFO | 0o600, 0, 0).expect("mkfifo");
+        let big = write(
+            dir.path(),
+            "big.toml",
+            &"#".repeat(MAX_FILE_SIZE as usize + 1),
+        );
+        for (import, why) in [
+            (PathBuf::from("/dev/zero"), "not a regular file".to_string()),
+            (fifo, "not a regular file".to_string()),
+            (dir.path().to_path_buf(), "not a regular file".to_string()),
+            (big, format!("file is larger than {MAX_FILE_SIZE} bytes")),
+        ] {
+            let main = write(
+                dir.path(),
+                "main.toml",
+                &format!("version = 3\nimports = ['{}']\n", import.display()),
+            );
+            let err = load(&main, &[]).expect_err("refused");
+            assert_eq!(
+                err.to_string(),
+                format!("failed to load TOML from {}: {why}", import.display())
+            );
+        }
+    }
+
+    #[test]
+    fn an_import_glob_that_would_walk_the_filesystem_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for d in 0..70 {
+            for f in 0..70 {
+                write(dir.path(), &format!("d{d}/f{f}.toml"), "version = 3\n");
+            }
+        }
+        let main = write(
+            dir.path(),
+            "main.toml",
+            &format!(
+                "version = 3\nimports = ['{}/*/*.toml']\n",
+                dir.path().display()
+            ),
+        );
+        let err = load(&main, &[]).expect_err("too broad");
+        assert!(
+            matches!(
+                err,
+                ConfigError::PatternTooBroad {
+                    max: imports::MAX_GLOB_ENTRIES,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_explicitly_empty_root_or_state_is_kept_empty() {
+        let config = load_text("version = 3\nroot = ''\n").expect("load");
+        assert_eq!(config.root, "");
+        assert_eq!(config.state, "/run/containerd");
+        let config = load_text("version = 3\nstate = ''\n").expect("load");
+        assert_eq!(config.state, "");
+        // A later file may still set it.
+        let dir = tempfile::tempdir().expect("tempdir");
+        write(dir.path(), "extra.toml", "version = 3\nroot = '/later'\n");
+        let main = write(
+            dir.path(),
+            "main.toml",
+            "version = 3\nroot = ''\nimports = ['extra.toml']\n",
+        );
+        assert_eq!(load(&main, &[]).expect("load").root, "/later");
     }
 
     #[test]

@@ -76,6 +76,9 @@ pub enum ConfigError {
     /// An import pattern that is not a valid glob.
     #[error("import {pattern}: syntax error in pattern")]
     Pattern { pattern: PathBuf },
+    /// An import pattern that would look at too many directory entries.
+    #[error("import {pattern}: pattern looks at more than {max} paths")]
+    PatternTooBroad { pattern: PathBuf, max: usize },
     #[error("expected containerd config version equal to or less than `{max}`, got `{got}`")]
     Version { max: i64, got: i64 },
     /// `kind` is `disabled` or `required`.

@@ -38,6 +38,11 @@ pub fn to_toml_version(config: &Config, version: i64) -> String {
     out
 }
 
+/// A ctrd-only key, written only when set (containerd's output has no such key).
+fn own(key: &str, count: usize) -> Option<(String, Node)> {
+    (count > 0).then(|| value(key, i64::try_from(count).unwrap_or(i64::MAX)))
+}
+
 fn config_entries(config: &Config, version: i64) -> Vec<(String, Node)> {
     let v4 = version >= 4;
     let mut root = vec![
@@ -72,6 +77,7 @@ fn config_entries(config: &Config, version: i64) -> Vec<(String, Node)> {
     if !grpc.group.is_empty() {
         grpc_entries.push(value("group", grpc.group.as_str()));
     }
+    grpc_entries.extend(own("workers", grpc.workers));
     if !v4 {
         root.push(table("grpc", grpc_entries));
     }
@@ -84,6 +90,7 @@ fn config_entries(config: &Config, version: i64) -> Vec<(String, Node)> {
     if !ttrpc.group.is_empty() {
         ttrpc_entries.push(value("group", ttrpc.group.as_str()));
     }
+    ttrpc_entries.extend(own("max_connections", ttrpc.max_connections));
     let debug = &config.debug;
     if v4 {
         root.push(table(
@@ -104,14 +111,20 @@ fn config_entries(config: &Config, version: i64) -> Vec<(String, Node)> {
                 value("gid", i64::from(debug.gid)),
                 value("level", debug.level.as_str()),
                 value("format", debug.format.as_str()),
-            ],
+            ]
+            .into_iter()
+            .chain(own("max_connections", debug.max_connections))
+            .collect(),
         ));
         root.push(table(
             "metrics",
             vec![
                 value("address", config.metrics.address.as_str()),
                 value("grpc_histogram", config.metrics.grpc_histogram),
-            ],
+            ]
+            .into_iter()
+            .chain(own("max_connections", config.metrics.max_connections))
+            .collect(),
         ));
     }
 

@@ -50,6 +50,8 @@ pub struct GrpcConfig {
     pub tcp_tls_common_name: String,
     /// ctrd's own: the socket's group by name or number (instead of `gid`).
     pub group: String,
+    /// ctrd's own: threads of the worker pool that runs slow calls (0: the default, 8).
+    pub workers: usize,
 }
 
 /// The ttrpc socket; an empty address derives from the gRPC one.
@@ -61,6 +63,8 @@ pub struct TtrpcConfig {
     pub gid: u32,
     /// ctrd's own: the socket's group by name or number (instead of `gid`).
     pub group: String,
+    /// ctrd's own: connections served at once (0: the default).
+    pub max_connections: usize,
 }
 
 /// The debug endpoint and the log level and format.
@@ -74,6 +78,8 @@ pub struct DebugConfig {
     pub format: String,
     /// containerd 2.3's trace-id log field (version 4 files); accepted, not used.
     pub log_trace_id: bool,
+    /// ctrd's own: connections served at once (0: the default).
+    pub max_connections: usize,
 }
 
 /// The Prometheus endpoint.
@@ -82,6 +88,8 @@ pub struct DebugConfig {
 pub struct MetricsConfig {
     pub address: String,
     pub grpc_histogram: bool,
+    /// ctrd's own: connections served at once (0: the default).
+    pub max_connections: usize,
 }
 
 /// The cgroup the daemon moves itself into.
@@ -131,6 +139,7 @@ impl Default for GrpcConfig {
             max_send_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             tcp_tls_common_name: String::new(),
             group: String::new(),
+            workers: 0,
         }
     }
 }

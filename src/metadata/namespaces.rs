@@ -198,6 +198,29 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_label_key_is_invalid_everywhere() {
+        let (_dir, db) = open_temp();
+        let errors = [
+            db.set_namespace_label("ns", "", "v").unwrap_err(),
+            db.create_namespace("ns", &labels(&[("", "v")]))
+                .unwrap_err(),
+            db.replace_namespace_labels("ns", &labels(&[("", "v")]))
+                .unwrap_err(),
+        ];
+        for err in errors {
+            assert_eq!(err.class(), Class::InvalidArgument);
+            assert_eq!(
+                err.message(),
+                "label key must not be empty: invalid argument"
+            );
+        }
+        assert!(
+            db.list_namespaces().unwrap().is_empty(),
+            "nothing was written"
+        );
+    }
+
+    #[test]
     fn label_creates_namespace_and_empty_value_deletes() {
         let (_dir, db) = open_temp();
         db.set_namespace_label("nonexist", "x", "y").unwrap();

@@ -23,6 +23,7 @@
 mod activation;
 mod apply;
 mod builtins;
+mod conns;
 mod debug;
 mod dirs;
 mod grpc;
@@ -41,7 +42,7 @@ mod ttrpc;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
@@ -127,6 +128,7 @@ fn boot_and_serve(
     rx: &crossbeam_channel::Receiver<Event>,
 ) -> Result<(), ServerError> {
     dirs::create_top_level(&config)?;
+    crate::workers::configure(config.grpc.workers);
     apply::apply(&config)?;
     config::parse_timeouts(&config)?;
     log::info!(
@@ -196,7 +198,17 @@ fn boot_and_serve(
     };
     let mut ready_listeners = 0;
     let outcome = loop {
-        match rx.recv().expect("the main thread holds a sender") {
+        let event = match rx.recv_timeout(TRIM_INTERVAL) {
+            Ok(event) => event,
+            Err(_) => {
+                // Quiet for a while: hand back what a burst left free in the heap.
+                if crate::sys::trim_heap(TRIM_MIN_FREE) {
+                    log::debug!("returned free heap memory to the system");
+                }
+                continue;
+            }
+        };
+        match event {
             Event::Signal(sig) if sig == libc::SIGUSR1 => stacks::dump_to_log_and_file(),
             Event::Signal(sig) => {
                 log::info!("received signal {}", signal_name(sig));
@@ -233,6 +245,12 @@ fn boot_and_serve(
     daemon.stop();
     outcome
 }
+
+/// How often the main thread looks for free heap memory to give back.
+const TRIM_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Free heap memory kept without trimming.
+const TRIM_MIN_FREE: usize = 4 << 20;
 
 fn spawn_ready_waiter(readiness: &Readiness, tx: &Sender<Event>) -> Result<(), ServerError> {
     let (readiness, tx) = (readiness.clone(), tx.clone());
@@ -302,6 +320,7 @@ impl Daemon {
             let metrics = Arc::new(crate::metrics::Metrics::new(config.metrics.grpc_histogram)?);
             crate::rpc::set_interceptor(metrics.clone());
             let address = config.metrics.address.clone();
+            let max_connections = config.metrics.max_connections;
             let handler: http::Handler = Arc::new(move |method: &str, url: &str| {
                 let path = url.split('?').next().unwrap_or(url);
                 if method == "GET" && path == "/v1/metrics" {
@@ -311,7 +330,12 @@ impl Daemon {
                 }
             });
             self.spawn("ctrd-metrics", tx, move || {
-                http::start("ctrd-metrics", http::HttpBind::Tcp(address), handler)
+                http::start(
+                    "ctrd-metrics",
+                    http::HttpBind::Tcp(address),
+                    handler,
+                    max_connections,
+                )
             })?;
         }
 
@@ -388,7 +412,10 @@ impl Daemon {
                     gid: config.ttrpc.gid,
                 },
             };
-            self.spawn("ctrd-ttrpc", tx, move || ttrpc::start(bind, methods))?;
+            let max_connections = config.ttrpc.max_connections;
+            self.spawn("ctrd-ttrpc", tx, move || {
+                ttrpc::start(bind, methods, max_connections)
+            })?;
             self.ttrpc_serving = true;
         }
 
@@ -403,10 +430,11 @@ impl Daemon {
                 http::HttpBind::Tcp(config.debug.address.clone())
             };
             let debug = debug::Debug::new(started, self.set.clone());
+            let max_connections = config.debug.max_connections;
             let handler: http::Handler =
                 Arc::new(move |method: &str, url: &str| debug.handle(method, url));
             self.spawn("ctrd-debug", tx, move || {
-                http::start("ctrd-debug", bind, handler)
+                http::start("ctrd-debug", bind, handler, max_connections)
             })?;
         }
 

@@ -378,7 +378,12 @@ mod tests {
         assert!(listed.containers.is_empty());
 
         let topics: Vec<String> = (0..3)
-            .map(|_| events.events.recv().unwrap().topic)
+            .map(|_| {
+                events
+                    .next_timeout(std::time::Duration::from_secs(10))
+                    .unwrap()
+                    .topic
+            })
             .collect();
         assert_eq!(
             topics,

@@ -419,7 +419,9 @@ mod tests {
         );
         assert_eq!(answers[1].offset, data.len() as i64);
         assert_eq!(answers[1].digest, digest.to_string());
-        let event = events.events.try_recv().expect("a /content/create event");
+        let event = events
+            .next_timeout(std::time::Duration::ZERO)
+            .expect("a /content/create event");
         assert_eq!(event.topic, "/content/create");
         assert_eq!(event.namespace, "default");
 

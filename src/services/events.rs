@@ -4,14 +4,17 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::api::events::{create_events, Events, ForwardRequest, PublishRequest, SubscribeRequest};
+use crate::api::events::{
+    Events, ForwardRequest, PublishRequest, SubscribeRequest, METHOD_EVENTS_FORWARD,
+    METHOD_EVENTS_PUBLISH, METHOD_EVENTS_SUBSCRIBE,
+};
 use crate::api::events_ttrpc;
 use crate::api::types::Envelope;
 use crate::api::Empty;
 use crate::errdefs::Error;
-use crate::events::Exchange;
+use crate::events::{Exchange, Next};
 use crate::plugin::{types, GrpcServices, Instance, Registration, TtrpcServices};
-use crate::rpc::{Call, RpcResult, StreamSender};
+use crate::rpc::{Call, RpcResult, WaitingSender};
 
 /// The events service over one exchange.
 pub struct EventsService {
@@ -31,23 +34,44 @@ impl Events for EventsService {
     fn forward(&self, _call: &Call, req: ForwardRequest) -> RpcResult<Empty> {
         forward(&self.exchange, req.envelope.into_option())
     }
+}
 
-    fn subscribe(
-        &self,
-        _call: &Call,
-        req: SubscribeRequest,
-        out: &mut StreamSender<Envelope>,
-    ) -> RpcResult<()> {
-        let subscription = self.exchange.subscribe(&req.filters)?;
+/// `Subscribe` as a waiting future (on the one `ctrd-waiters` thread, not a thread per
+/// subscriber): send what is queued, then wait for news or for the client to leave.
+fn subscribe(
+    exchange: &Exchange,
+    req: SubscribeRequest,
+    mut out: WaitingSender<Envelope>,
+) -> impl std::future::Future<Output = (WaitingSender<Envelope>, RpcResult<()>)> + Send + 'static {
+    let subscription = exchange.subscribe(&req.filters);
+    async move {
+        let subscription = match subscription {
+            Ok(subscription) => subscription,
+            Err(err) => return (out, Err(err)),
+        };
         loop {
-            // Wait for an event or for the client to leave, whichever comes first.
-            let closed = out.closed_signal();
-            crossbeam_channel::select! {
-                recv(subscription.events) -> envelope => match envelope {
-                    Ok(envelope) => out.send(envelope)?,
-                    Err(_) => return Ok(()),
-                },
-                recv(closed) -> _ => return Ok(()),
+            match subscription.try_next() {
+                Next::Event(envelope) => {
+                    if let Err(err) = out.send(*envelope).await {
+                        return (out, Err(err));
+                    }
+                }
+                Next::Ended => return (out, Ok(())),
+                Next::Empty => {
+                    let gone = std::future::poll_fn(|cx| {
+                        if subscription.poll_news(cx).is_ready() {
+                            return std::task::Poll::Ready(false);
+                        }
+                        if out.poll_closed(cx) {
+                            return std::task::Poll::Ready(true);
+                        }
+                        std::task::Poll::Pending
+                    })
+                    .await;
+                    if gone {
+                        return (out, Ok(()));
+                    }
+                }
             }
         }
     }
@@ -71,10 +95,40 @@ impl events_ttrpc::Events for EventsService {
 }
 
 impl GrpcServices for EventsService {
+    /// The generated glue, except that Subscribe waits on the shared waiters thread.
     fn grpc_services(&self) -> Vec<grpcio::Service> {
-        vec![create_events(Arc::new(EventsService {
+        const SERVICE: &str = "containerd.services.events.v1.Events";
+        let publish = Arc::new(EventsService {
             exchange: self.exchange.clone(),
-        }))]
+        });
+        let forward = publish.clone();
+        let exchange = self.exchange.clone();
+        let service = grpcio::ServiceBuilder::new()
+            .add_unary_handler(&METHOD_EVENTS_PUBLISH, move |ctx, req, sink| {
+                let s = publish.clone();
+                crate::rpc::unary(ctx, req, sink, SERVICE, "Publish", move |call, req| {
+                    s.publish(call, req)
+                })
+            })
+            .add_unary_handler(&METHOD_EVENTS_FORWARD, move |ctx, req, sink| {
+                let s = forward.clone();
+                crate::rpc::unary(ctx, req, sink, SERVICE, "Forward", move |call, req| {
+                    Events::forward(&*s, call, req)
+                })
+            })
+            .add_server_streaming_handler(&METHOD_EVENTS_SUBSCRIBE, move |ctx, req, sink| {
+                let exchange = exchange.clone();
+                crate::rpc::server_streaming_waiting(
+                    ctx,
+                    req,
+                    sink,
+                    SERVICE,
+                    "Subscribe",
+                    move |_call, req, out| subscribe(&exchange, req, out),
+                )
+            })
+            .build();
+        vec![service]
     }
 }
 
@@ -107,25 +161,23 @@ mod tests {
     #[test]
     fn subscribe_streams_matching_events_until_the_client_leaves() {
         let exchange = Arc::new(Exchange::new());
-        let service = EventsService {
-            exchange: exchange.clone(),
-        };
         let call = Arc::new(Call::for_test(
             "containerd.services.events.v1.Events",
             "Subscribe",
             &[],
         ));
-        let (mut out, client) = StreamSender::in_memory(call.clone());
+        let (out, client) = WaitingSender::in_memory(call);
         let req = SubscribeRequest {
             filters: vec!["topic==\"/wanted\"".into()],
             ..Default::default()
         };
-        let handler = std::thread::spawn(move || service.subscribe(&call, req, &mut out));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while exchange.subscribers() == 0 {
-            assert!(Instant::now() < deadline, "the handler never subscribed");
-            std::thread::yield_now();
-        }
+        let waiting = subscribe(&exchange, req, out);
+        let handler = std::thread::spawn(move || futures_executor::block_on(waiting).1);
+        assert_eq!(
+            exchange.subscribers(),
+            1,
+            "subscribed before the first poll"
+        );
 
         let any = crate::events::any_of(&Empty::default()).unwrap();
         exchange.publish("default", "/other", any.clone()).unwrap();
@@ -146,6 +198,17 @@ mod tests {
             .join()
             .expect("handler thread")
             .expect("a client that leaves ends the stream cleanly");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while exchange.subscribers() != 0 {
+            exchange
+                .publish(
+                    "default",
+                    "/x",
+                    crate::events::any_of(&Empty::default()).unwrap(),
+                )
+                .unwrap();
+            assert!(Instant::now() < deadline, "the ended subscription was kept");
+        }
     }
 
     #[test]

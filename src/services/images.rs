@@ -344,7 +344,12 @@ mod tests {
         assert_eq!(err.class(), Class::NotFound, "collected before the answer");
 
         let topics: Vec<String> = (0..3)
-            .map(|_| f.events.events.recv().unwrap().topic)
+            .map(|_| {
+                f.events
+                    .next_timeout(std::time::Duration::from_secs(10))
+                    .unwrap()
+                    .topic
+            })
             .collect();
         assert_eq!(
             topics,
