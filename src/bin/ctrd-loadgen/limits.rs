@@ -58,3 +58,29 @@ pub fn sha256(mib: usize) {
         rates[2]
     );
 }
+
+/// Serves a bare gRPC server on the unix socket `socket` until killed: one completion queue,
+/// no service registered, the default channel arguments. Whatever ctrd holds idle beyond
+/// this process is ctrd's own.
+pub fn floor(socket: &str) {
+    let _ = std::fs::remove_file(socket);
+    let env = std::sync::Arc::new(grpcio::EnvBuilder::new().cq_count(1).build());
+    let mut server = grpcio::ServerBuilder::new(env)
+        .build()
+        .unwrap_or_else(|err| fail(&format!("build the floor server: {err}")));
+    server
+        .add_listening_port(
+            format!("unix:{socket}"),
+            grpcio::ServerCredentials::insecure(),
+        )
+        .unwrap_or_else(|err| fail(&format!("listen on {socket}: {err}")));
+    server.start();
+    loop {
+        std::thread::park();
+    }
+}
+
+fn fail(message: &str) -> ! {
+    eprintln!("ctrd-loadgen: {message}");
+    std::process::exit(1)
+}

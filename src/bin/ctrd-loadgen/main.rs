@@ -9,7 +9,12 @@
 //! ctrd-loadgen read      SOCKET DIGEST                 # Content/Read of a whole blob, MiB/s
 //! ctrd-loadgen rtt       ROUNDS                        # unix-socket round trip (µs), the floor for a call
 //! ctrd-loadgen sha256    MIB                           # single-core sha256 MiB/s, the ceiling for an ingest
+//! ctrd-loadgen floor     SOCKET                        # serve: a bare gRPC server, nothing registered
 //! ```
+//!
+//! `floor` is the physical floor of the idle rows: the least any grpcio daemon with one
+//! completion queue on a unix socket holds (memory, threads); `coldstart` accepts its
+//! UNIMPLEMENTED as the first answer.
 //!
 //! Each prints one JSON line on stdout; a failed measurement prints `ctrd-loadgen: <reason>`
 //! on stderr and exits 1, so the benchmark never reports a figure it did not measure.
@@ -28,7 +33,8 @@ use grpcio::{ChannelBuilder, EnvBuilder};
 fn usage() -> ! {
     eprintln!(
         "usage: ctrd-loadgen version SOCKET CLIENTS SECONDS | coldstart SOCKET -- CMD ARGS... \
-         | ingest SOCKET MIB PARALLEL REF [--pid PID] | read SOCKET DIGEST | rtt ROUNDS | sha256 MIB"
+         | ingest SOCKET MIB PARALLEL REF [--pid PID] | read SOCKET DIGEST | rtt ROUNDS | sha256 MIB \
+         | floor SOCKET"
     );
     std::process::exit(2)
 }
@@ -102,8 +108,15 @@ fn coldstart(socket: &str, cmd: &[String]) {
     loop {
         if std::path::Path::new(socket).exists() {
             let opt = grpcio::CallOption::default().timeout(Duration::from_millis(500));
-            if client(socket).version_opt(&Empty::default(), opt).is_ok() {
-                break;
+            match client(socket).version_opt(&Empty::default(), opt) {
+                Ok(_) => break,
+                // The floor server registers nothing: an UNIMPLEMENTED is its answer.
+                Err(grpcio::Error::RpcFailure(status))
+                    if status.code() == grpcio::RpcStatusCode::UNIMPLEMENTED =>
+                {
+                    break
+                }
+                Err(_) => {}
             }
         }
         if let Ok(Some(status)) = child.try_wait() {
@@ -154,6 +167,7 @@ fn main() {
         }
         Some("read") if args.len() == 3 => measured(content::read(&args[1], &args[2])),
         Some("rtt") if args.len() == 2 => limits::rtt(args[1].parse().unwrap_or_else(|_| usage())),
+        Some("floor") if args.len() == 2 => limits::floor(&args[1]),
         Some("sha256") if args.len() == 2 => {
             limits::sha256(args[1].parse().unwrap_or_else(|_| usage()))
         }
