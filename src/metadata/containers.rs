@@ -234,7 +234,7 @@ fn has_containers(
 impl Db {
     /// The container `id` of `ns`; NotFound `container "<id>" in namespace "<ns>"`.
     pub fn container(&self, ns: &str, id: &str) -> Result<ContainerRecord, Error> {
-        let txn = self.db.begin_read().store()?;
+        let txn = self.db.begin_read()?;
         let table = txn.open_table(CONTAINERS).store()?;
         let value = table.get((ns, id)).store()?;
         match value {
@@ -253,7 +253,7 @@ impl Db {
         filters: &[String],
     ) -> Result<Vec<ContainerRecord>, Error> {
         let filter = Filter::parse_all(filters)?;
-        let txn = self.db.begin_read().store()?;
+        let txn = self.db.begin_read()?;
         let table = txn.open_table(CONTAINERS).store()?;
         let mut out = Vec::new();
         for row in table.range((ns, "")..).store()? {
@@ -277,7 +277,7 @@ impl Db {
         mut rec: ContainerRecord,
     ) -> Result<ContainerRecord, Error> {
         validate(&rec).map_err(|e| e.context("create container failed validation"))?;
-        let txn = self.db.begin_write().store()?;
+        let txn = self.db.begin_write()?;
         ensure_namespace(&txn, ns)?;
         {
             let mut table = txn.open_table(CONTAINERS).store()?;
@@ -309,7 +309,7 @@ impl Db {
             return Err(invalid("must specify a container id"));
         }
         let id = from.id.as_str();
-        let txn = self.db.begin_write().store()?;
+        let txn = self.db.begin_write()?;
         let updated = {
             let mut table = txn.open_table(CONTAINERS).store()?;
             let existing = table.get((ns, id)).store()?.map(|v| v.value().to_vec());
@@ -355,7 +355,7 @@ impl Db {
 
     /// Removes container `id` from `ns`; what it held goes at the next collection.
     pub fn delete_container(&self, ns: &str, id: &str) -> Result<(), Error> {
-        let txn = self.db.begin_write().store()?;
+        let txn = self.db.begin_write()?;
         {
             let mut table = txn.open_table(CONTAINERS).store()?;
             if table.remove((ns, id)).store()?.is_none() {

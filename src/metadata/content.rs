@@ -68,7 +68,7 @@ impl Db {
         lease: Option<(&str, Option<&str>)>,
     ) -> Result<(), Error> {
         validate_labels(&rec.labels)?;
-        let txn = self.db.begin_write().store()?;
+        let txn = self.db.begin_write()?;
         ensure_namespace(&txn, ns)?;
         {
             let mut table = txn.open_table(CONTENT).store()?;
@@ -96,7 +96,7 @@ impl Db {
 
     /// The record of `digest` in `ns`.
     pub fn content(&self, ns: &str, digest: &str) -> Result<ContentRecord, Error> {
-        let txn = self.db.begin_read().store()?;
+        let txn = self.db.begin_read()?;
         let table = txn.open_table(CONTENT).store()?;
         let value = table.get((ns, digest)).store()?;
         let value = value.ok_or_else(|| not_found(digest))?;
@@ -105,7 +105,7 @@ impl Db {
 
     /// Every record of `ns`, by digest.
     pub fn list_content(&self, ns: &str) -> Result<Vec<ContentRecord>, Error> {
-        let txn = self.db.begin_read().store()?;
+        let txn = self.db.begin_read()?;
         let table = txn.open_table(CONTENT).store()?;
         let mut records = Vec::new();
         for row in table.range((ns, "")..).store()? {
@@ -128,7 +128,7 @@ impl Db {
         labels: BTreeMap<String, String>,
         paths: &[String],
     ) -> Result<ContentRecord, Error> {
-        let txn = self.db.begin_write().store()?;
+        let txn = self.db.begin_write()?;
         let updated = {
             let mut table = txn.open_table(CONTENT).store()?;
             let mut rec = match table.get((ns, digest)).store()? {
@@ -158,7 +158,7 @@ impl Db {
 
     /// Removes the record of `digest` from `ns`.
     pub fn delete_content(&self, ns: &str, digest: &str) -> Result<(), Error> {
-        let txn = self.db.begin_write().store()?;
+        let txn = self.db.begin_write()?;
         {
             let mut table = txn.open_table(CONTENT).store()?;
             if table.remove((ns, digest)).store()?.is_none() {

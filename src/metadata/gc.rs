@@ -270,7 +270,7 @@ where
 impl Db {
     /// Collects the GC roots as of `now`, in one read transaction.
     pub fn gc_roots(&self, now: SystemTime) -> Result<GcRoots, Error> {
-        let txn = self.db.begin_read().store()?;
+        let txn = self.db.begin_read()?;
         mark(
             MarkTables {
                 leases: &txn.open_table(LEASES).store()?,
@@ -288,7 +288,7 @@ impl Db {
     /// references and every content record that is not live. The mutation callbacks are not
     /// told (a collection must not schedule another).
     pub fn collect_garbage(&self, now: SystemTime) -> Result<Sweep, Error> {
-        let txn = self.db.begin_write().store()?;
+        let txn = self.db.begin_write()?;
         let mut sweep = Sweep::default();
         {
             let mut leases = txn.open_table(LEASES).store()?;

@@ -140,7 +140,7 @@ fn not_found(name: &str) -> Error {
 impl Db {
     /// The image `name` of `ns`; NotFound `image "<name>"`.
     pub fn image(&self, ns: &str, name: &str) -> Result<ImageRecord, Error> {
-        let txn = self.db.begin_read().store()?;
+        let txn = self.db.begin_read()?;
         let table = txn.open_table(IMAGES).store()?;
         let value = table.get((ns, name)).store()?;
         match value {
@@ -152,7 +152,7 @@ impl Db {
     /// The images of `ns` that `filters` select, by name.
     pub fn list_images(&self, ns: &str, filters: &[String]) -> Result<Vec<ImageRecord>, Error> {
         let filter = Filter::parse_all(filters)?;
-        let txn = self.db.begin_read().store()?;
+        let txn = self.db.begin_read()?;
         let table = txn.open_table(IMAGES).store()?;
         let mut out = Vec::new();
         for row in table.range((ns, "")..).store()? {
@@ -174,7 +174,7 @@ impl Db {
         validate(&image)?;
         image.labels.retain(|_, v| !v.is_empty());
         image.target.annotations.retain(|_, v| !v.is_empty());
-        let txn = self.db.begin_write().store()?;
+        let txn = self.db.begin_write()?;
         ensure_namespace(&txn, ns)?;
         {
             let mut table = txn.open_table(IMAGES).store()?;
@@ -205,7 +205,7 @@ impl Db {
         if name.is_empty() {
             return Err(invalid("image name is required for update"));
         }
-        let txn = self.db.begin_write().store()?;
+        let txn = self.db.begin_write()?;
         let updated = {
             let mut table = txn.open_table(IMAGES).store()?;
             let existing = table.get((ns, name)).store()?.map(|v| v.value().to_vec());
@@ -258,7 +258,7 @@ impl Db {
 
     /// Removes image `name` from `ns`; what it held goes at the next collection.
     pub fn delete_image(&self, ns: &str, name: &str) -> Result<(), Error> {
-        let txn = self.db.begin_write().store()?;
+        let txn = self.db.begin_write()?;
         {
             let mut table = txn.open_table(IMAGES).store()?;
             if table.remove((ns, name)).store()?.is_none() {

@@ -145,7 +145,7 @@ impl Db {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
         };
-        let txn = self.db.begin_write().store()?;
+        let txn = self.db.begin_write()?;
         ensure_namespace(&txn, ns)?;
         {
             let mut table = txn.open_table(LEASES).store()?;
@@ -167,7 +167,7 @@ impl Db {
 
     /// Deletes lease `id` and its resource references (not the resources themselves).
     pub fn delete_lease(&self, ns: &str, id: &str) -> Result<(), Error> {
-        let txn = self.db.begin_write().store()?;
+        let txn = self.db.begin_write()?;
         {
             let mut table = txn.open_table(LEASES).store()?;
             if table.remove((ns, id)).store()?.is_none() {
@@ -183,7 +183,7 @@ impl Db {
 
     /// Every lease of `ns`, by id.
     pub fn list_leases(&self, ns: &str) -> Result<Vec<Lease>, Error> {
-        let txn = self.db.begin_read().store()?;
+        let txn = self.db.begin_read()?;
         let table = txn.open_table(LEASES).store()?;
         let mut leases = Vec::new();
         for row in table.range((ns, "")..).store()? {
@@ -206,7 +206,7 @@ impl Db {
         rid: &str,
     ) -> Result<(), Error> {
         check_resource(rtype, rid)?;
-        let txn = self.db.begin_write().store()?;
+        let txn = self.db.begin_write()?;
         {
             lease_exists(&txn.open_table(LEASES).store()?, ns, id)?;
             let mut resources = txn.open_table(LEASE_RESOURCES).store()?;
@@ -224,7 +224,7 @@ impl Db {
         rid: &str,
     ) -> Result<(), Error> {
         check_resource(rtype, rid)?;
-        let txn = self.db.begin_write().store()?;
+        let txn = self.db.begin_write()?;
         {
             lease_exists(&txn.open_table(LEASES).store()?, ns, id)?;
             let mut resources = txn.open_table(LEASE_RESOURCES).store()?;
@@ -235,7 +235,7 @@ impl Db {
 
     /// The (type, id) resources of lease `id`, sorted by type then id.
     pub fn list_lease_resources(&self, ns: &str, id: &str) -> Result<Vec<(String, String)>, Error> {
-        let txn = self.db.begin_read().store()?;
+        let txn = self.db.begin_read()?;
         lease_exists(&txn.open_table(LEASES).store()?, ns, id)?;
         let resources = txn.open_table(LEASE_RESOURCES).store()?;
         let mut out = Vec::new();

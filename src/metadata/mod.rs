@@ -14,6 +14,9 @@
 //! * `counters`: name → last id handed out
 //! * `images`: (namespace, name) → times, labels, target
 //! * `containers`: (namespace, id) → the container record (`Any` values byte for byte)
+//!
+//! A file that exists is opened at start-up (a damaged one stops the plugin there); a new
+//! one is created by the first transaction, so a first boot does not wait for its flushes.
 
 mod containers;
 mod content;
@@ -26,9 +29,10 @@ mod snapshots;
 mod store;
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use redb::{Database, ReadableTable, TableDefinition};
 
 use crate::errdefs::{Class, Error};
@@ -60,39 +64,92 @@ const CONTAINERS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("c
 
 /// The metadata database; see the module documentation.
 pub struct Db {
-    db: Database,
+    db: LazyDatabase,
     callbacks: RwLock<Vec<MutationCallback>>,
 }
 
 /// Called after every committed change, with `true` when the change deleted something.
 pub type MutationCallback = Box<dyn Fn(bool) + Send + Sync>;
 
-impl Db {
-    /// Opens (creating if needed) the database file at `path`, usually `<root>/meta.redb`.
-    pub fn open(path: &Path) -> Result<Db, Error> {
-        let db = redb::Builder::new()
-            .set_cache_size(crate::codec::CACHE_BYTES)
-            .create(path)
-            .map_err(|e| Error::new(Class::Unknown, format!("open {}: {e}", path.display())))?;
-        let mut txn = db.begin_write().store()?;
-        // Creating empty tables needs no flush of its own: after a crash they are created
-        // again, and the first real change commits them durably.
-        txn.set_durability(redb::Durability::None);
-        {
-            txn.open_table(NAMESPACES).store()?;
-            txn.open_table(CONTENT).store()?;
-            txn.open_table(LEASES).store()?;
-            txn.open_table(LEASE_RESOURCES).store()?;
-            txn.open_table(SNAPSHOTS).store()?;
-            txn.open_table(COUNTERS).store()?;
-            txn.open_table(IMAGES).store()?;
-            txn.open_table(CONTAINERS).store()?;
+/// The redb file, opened (or created with its tables) on first use.
+struct LazyDatabase {
+    path: PathBuf,
+    db: OnceLock<Database>,
+    opening: Mutex<()>,
+}
+
+impl LazyDatabase {
+    fn get(&self) -> Result<&Database, Error> {
+        if let Some(db) = self.db.get() {
+            return Ok(db);
         }
-        txn.commit().store()?;
+        let _opening = self.opening.lock();
+        if let Some(db) = self.db.get() {
+            return Ok(db);
+        }
+        let db = create(&self.path).map_err(|e| {
+            Error::new(Class::Unknown, format!("open {}: {e}", self.path.display()))
+        })?;
+        Ok(self.db.get_or_init(|| db))
+    }
+
+    fn begin_read(&self) -> Result<redb::ReadTransaction, Error> {
+        self.get()?.begin_read().store()
+    }
+
+    fn begin_write(&self) -> Result<redb::WriteTransaction, Error> {
+        self.get()?.begin_write().store()
+    }
+}
+
+/// Opens (creating) the file at `path` with every table.
+fn create(path: &Path) -> Result<Database, Box<redb::Error>> {
+    fn boxed(e: impl Into<redb::Error>) -> Box<redb::Error> {
+        Box::new(e.into())
+    }
+    let db = redb::Builder::new()
+        .set_cache_size(crate::codec::CACHE_BYTES)
+        .create(path)
+        .map_err(boxed)?;
+    let mut txn = db.begin_write().map_err(boxed)?;
+    // Creating empty tables needs no flush of its own: after a crash they are created
+    // again, and the first real change commits them durably.
+    txn.set_durability(redb::Durability::None);
+    {
+        txn.open_table(NAMESPACES).map_err(boxed)?;
+        txn.open_table(CONTENT).map_err(boxed)?;
+        txn.open_table(LEASES).map_err(boxed)?;
+        txn.open_table(LEASE_RESOURCES).map_err(boxed)?;
+        txn.open_table(SNAPSHOTS).map_err(boxed)?;
+        txn.open_table(COUNTERS).map_err(boxed)?;
+        txn.open_table(IMAGES).map_err(boxed)?;
+        txn.open_table(CONTAINERS).map_err(boxed)?;
+    }
+    txn.commit().map_err(boxed)?;
+    Ok(db)
+}
+
+impl Db {
+    /// The database in the file at `path`, usually `<root>/meta.redb`: opened now when the
+    /// file exists, created by the first transaction otherwise.
+    pub fn open(path: &Path) -> Result<Db, Error> {
+        let lazy = LazyDatabase {
+            path: path.to_path_buf(),
+            db: OnceLock::new(),
+            opening: Mutex::new(()),
+        };
+        if path.exists() {
+            lazy.get()?;
+        }
         Ok(Db {
-            db,
+            db: lazy,
             callbacks: RwLock::new(Vec::new()),
         })
+    }
+
+    /// Whether the file has been opened or created yet.
+    pub fn is_open(&self) -> bool {
+        self.db.db.get().is_some()
     }
 
     /// Registers `callback` to hear of every committed change (the GC scheduler's feed).
@@ -149,6 +206,37 @@ pub(crate) mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn a_new_file_is_created_by_the_first_transaction_and_reads_find_it_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.redb");
+        let db = Db::open(&path).unwrap();
+        assert!(!path.exists(), "no file before the first transaction");
+        assert!(!db.is_open());
+        assert!(db.list_namespaces().unwrap().is_empty());
+        assert!(path.exists());
+        db.create_namespace("first", &BTreeMap::new()).unwrap();
+        assert_eq!(db.list_namespaces().unwrap(), vec!["first"]);
+    }
+
+    #[test]
+    fn an_existing_file_is_opened_at_once_and_a_damaged_one_fails_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.redb");
+        Db::open(&path)
+            .unwrap()
+            .create_namespace("kept", &BTreeMap::new())
+            .unwrap();
+        assert!(Db::open(&path).unwrap().is_open());
+
+        let damaged = dir.path().join("damaged.redb");
+        std::fs::write(&damaged, vec![0x5a; 8192]).unwrap();
+        let err = Db::open(&damaged)
+            .err()
+            .expect("a damaged file fails at open");
+        assert!(err.message().contains("damaged.redb"), "{}", err.message());
     }
 
     #[test]

@@ -53,7 +53,7 @@ impl Db {
     ) -> Result<(), Error> {
         validate(name)?;
         validate_labels(labels)?;
-        let txn = self.db.begin_write().store()?;
+        let txn = self.db.begin_write()?;
         {
             let table = txn.open_table(NAMESPACES).store()?;
             if table.get(name).store()?.is_some() {
@@ -69,13 +69,13 @@ impl Db {
 
     /// The labels of `name`; an unknown namespace has none (never NotFound).
     pub fn namespace_labels(&self, name: &str) -> Result<BTreeMap<String, String>, Error> {
-        let txn = self.db.begin_read().store()?;
+        let txn = self.db.begin_read()?;
         read_labels(&txn.open_table(NAMESPACES).store()?, name)
     }
 
     /// Every namespace name, in byte order.
     pub fn list_namespaces(&self) -> Result<Vec<String>, Error> {
-        let txn = self.db.begin_read().store()?;
+        let txn = self.db.begin_read()?;
         let table = txn.open_table(NAMESPACES).store()?;
         let mut names = Vec::new();
         for row in table.iter().store()? {
@@ -88,7 +88,7 @@ impl Db {
     pub fn set_namespace_label(&self, name: &str, key: &str, value: &str) -> Result<(), Error> {
         validate(name)?;
         validate_label(key, value)?;
-        let txn = self.db.begin_write().store()?;
+        let txn = self.db.begin_write()?;
         let mut labels = read_labels(&txn.open_table(NAMESPACES).store()?, name)?;
         if value.is_empty() {
             labels.remove(key);
@@ -106,7 +106,7 @@ impl Db {
         labels: &BTreeMap<String, String>,
     ) -> Result<(), Error> {
         validate(name)?;
-        let txn = self.db.begin_write().store()?;
+        let txn = self.db.begin_write()?;
         ensure_namespace(&txn, name)?;
         validate_labels(labels)?;
         write_labels(&txn, name, labels)?;
@@ -115,7 +115,7 @@ impl Db {
 
     /// Deletes an empty namespace.
     pub fn delete_namespace(&self, name: &str) -> Result<(), Error> {
-        let txn = self.db.begin_write().store()?;
+        let txn = self.db.begin_write()?;
         let mut remaining = Vec::new();
         if has_rows(&txn.open_table(IMAGES).store()?, name)? {
             remaining.push("images".to_string());

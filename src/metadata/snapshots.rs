@@ -119,7 +119,7 @@ fn hold(
 impl Db {
     /// The record of `key` in (`sn`, `ns`).
     pub fn snapshot(&self, sn: &str, ns: &str, key: &str) -> Result<SnapshotRecord, Error> {
-        let txn = self.db.begin_read().store()?;
+        let txn = self.db.begin_read()?;
         let table = txn.open_table(SNAPSHOTS).store()?;
         let value = table.get((sn, ns, key)).store()?;
         match value {
@@ -134,7 +134,7 @@ impl Db {
         sn: &str,
         ns: &str,
     ) -> Result<Vec<(String, SnapshotRecord)>, Error> {
-        let txn = self.db.begin_read().store()?;
+        let txn = self.db.begin_read()?;
         let table = txn.open_table(SNAPSHOTS).store()?;
         let mut out = Vec::new();
         for row in table.range((sn, ns, "")..).store()? {
@@ -223,7 +223,7 @@ impl Metadata {
         // A collection must not run between the backend snapshot's creation and its record's
         // commit: it would find the backend snapshot unreferenced and remove it.
         let _sweep = self.sweep.read();
-        let txn = self.db.db.begin_write().store()?;
+        let txn = self.db.db.begin_write()?;
         ensure_namespace(&txn, ns)?;
         if get(&txn, sn, ns, key)?.is_some() {
             return Err(Error::wrapped(
@@ -291,7 +291,7 @@ impl Metadata {
         validate_labels(labels)?;
         // As in snapshot_create: no collection between the backend commit and the record's.
         let _sweep = self.sweep.read();
-        let txn = self.db.db.begin_write().store()?;
+        let txn = self.db.db.begin_write()?;
         if get(&txn, sn, ns, name)?.is_some() {
             return Err(Error::wrapped(
                 Class::AlreadyExists,
@@ -331,7 +331,7 @@ impl Metadata {
         let ns = scope.namespace();
         crate::identifiers::validate(ns)?;
         self.snapshotter(sn)?;
-        let txn = self.db.db.begin_write().store()?;
+        let txn = self.db.db.begin_write()?;
         {
             let mut table = txn.open_table(SNAPSHOTS).store()?;
             if table.get((sn, ns, key)).store()?.is_none() {
@@ -371,7 +371,7 @@ impl Metadata {
                 "snapshot name is required: invalid argument",
             ));
         }
-        let txn = self.db.db.begin_write().store()?;
+        let txn = self.db.db.begin_write()?;
         let mut rec =
             get(&txn, sn, ns, &info.name)?.ok_or_else(|| does_not_exist("snapshot", &info.name))?;
         update_labels(&mut rec.labels, &info.labels, paths).map_err(|path| {
