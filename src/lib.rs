@@ -10,6 +10,7 @@
 //! - [`server`]: boot and stop, the built-in plugin list, the threads that own each listener,
 //!   signals, sd_notify, the `/debug` endpoints.
 //! - [`services`]: containerd's services as thin adapters between the wire and the stores.
+//! - [`runtime`]: the runtime v2 shim manager (bundles, shims over ttrpc, exits, recovery).
 //! - [`proxy`]: external plugins (`[proxy_plugins.*]`) reached over gRPC: content,
 //!   snapshotter and differ clients.
 //! - [`gc`]: when garbage collection runs (the scheduler plugin).
@@ -61,6 +62,7 @@ pub mod platforms;
 pub mod plugin;
 pub mod proxy;
 pub mod rpc;
+pub mod runtime;
 pub mod scope;
 pub mod server;
 pub mod services;

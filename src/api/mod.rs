@@ -251,5 +251,41 @@ pub mod profile {
     };
 }
 
+/// `containerd.v1.types`: processes as tasks and shims report them.
+pub mod task_types {
+    pub use super::generated::containerd::v1::types::task::{Process, ProcessInfo, Status};
+}
+
+/// `containerd.types.Metric`.
+pub mod metric {
+    pub use super::containerd_types::metrics::Metric;
+}
+
+/// `containerd.services.tasks.v1`.
+pub mod tasks {
+    pub use super::svc::tasks::v1::tasks::{
+        CheckpointTaskRequest, CheckpointTaskResponse, CloseIORequest, CreateTaskRequest,
+        CreateTaskResponse, DeleteProcessRequest, DeleteResponse, DeleteTaskRequest,
+        ExecProcessRequest, GetRequest, GetResponse, KillRequest, ListPidsRequest,
+        ListPidsResponse, ListTasksRequest, ListTasksResponse, MetricsRequest, MetricsResponse,
+        PauseTaskRequest, ResizePtyRequest, ResumeTaskRequest, StartRequest, StartResponse,
+        UpdateTaskRequest, WaitRequest, WaitResponse,
+    };
+    pub use super::svc::tasks::v1::tasks_grpc::*;
+}
+
+/// `containerd.task.v2`: the task API a runtime v2 shim serves over ttrpc.
+pub mod shim_task {
+    pub use super::generated::containerd::task::v2::shim::*;
+    pub use super::generated::containerd::task::v2::shim_ttrpc::{create_task, Task, TaskClient};
+}
+
+/// `containerd.runc.v1`: the runc shim's options.
+pub mod runc_options {
+    pub use super::generated::containerd::runc::v1::oci::{
+        CheckpointOptions, Options, ProcessDetails,
+    };
+}
+
 #[cfg(test)]
 mod tests;

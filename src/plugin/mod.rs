@@ -19,7 +19,7 @@ mod graph;
 mod instance;
 mod set;
 
-pub use context::{InitContext, Readiness};
+pub use context::{InitContext, Readiness, ReadyGuard};
 pub use graph::{Registration, Registry, RegistryError};
 pub use instance::{GrpcServices, Instance, TtrpcServices};
 pub use set::{Meta, Plugin, Set};

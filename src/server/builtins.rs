@@ -4,7 +4,7 @@
 use crate::plugin::Registration;
 use crate::services::{
     containers, content, deprecations, diff, events, health, images, introspection, leases,
-    namespaces, snapshots, version,
+    namespaces, snapshots, tasks, version,
 };
 
 /// Every built-in registration. Order matters: it is the tie-breaker of the init order.
@@ -25,6 +25,8 @@ pub fn registrations() -> Vec<Registration> {
     list.extend(containers::registrations());
     list.push(crate::diff::plugin::registration());
     list.extend(diff::registrations());
+    list.push(crate::runtime::registration());
+    list.extend(tasks::registrations());
     list.extend(introspection::registrations());
     list.push(version::registration());
     list.push(health::registration());

@@ -1,5 +1,6 @@
 //! The debug endpoints: `/debug/vars` (JSON), `/debug/pprof/` (index), a CPU profile at
-//! `/debug/pprof/profile?seconds=N` and a thread dump at `/debug/pprof/threads`.
+//! `/debug/pprof/profile?seconds=N`, a thread dump at `/debug/pprof/threads` and each
+//! task's shim log at `/debug/shims/<ns>/<id>/log`.
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
@@ -35,7 +36,28 @@ impl Debug {
                 Reply::ok("text/plain; charset=utf-8", super::stacks::dump())
             }
             "/debug/pprof/profile" => profile(query),
-            _ => Reply::not_found(),
+            _ => match path.strip_prefix("/debug/shims/") {
+                Some(rest) => self.shim_log(rest),
+                None => Reply::not_found(),
+            },
+        }
+    }
+
+    /// `/debug/shims/<ns>/<id>/log`: the last 64 KiB a task's shim wrote to its log.
+    fn shim_log(&self, rest: &str) -> Reply {
+        let parts: Vec<&str> = rest.split('/').collect();
+        let [ns, id, "log"] = parts.as_slice() else {
+            return Reply::not_found();
+        };
+        let Some(manager) = self
+            .plugins
+            .value::<crate::runtime::TaskManager>(crate::runtime::RUNTIME_V2, "task")
+        else {
+            return Reply::not_found();
+        };
+        match manager.shim_log(ns, id) {
+            Some(log) => Reply::ok("text/plain; charset=utf-8", log),
+            None => Reply::error(404, format!("task {id} not found in namespace {ns}")),
         }
     }
 

@@ -21,6 +21,12 @@ pub struct EventsService {
     exchange: Arc<Exchange>,
 }
 
+impl EventsService {
+    pub fn new(exchange: Arc<Exchange>) -> Self {
+        EventsService { exchange }
+    }
+}
+
 impl Events for EventsService {
     fn publish(&self, call: &Call, req: PublishRequest) -> RpcResult<Empty> {
         let namespace = call

@@ -22,11 +22,31 @@ use crate::rpc::{Call, RpcResult};
 pub struct NamespacesService {
     db: Arc<Db>,
     exchange: Arc<Exchange>,
+    /// The daemon's plugins, to refuse deleting a namespace that still has tasks.
+    plugins: Option<crate::plugin::Set>,
 }
 
 impl NamespacesService {
     pub fn new(db: Arc<Db>, exchange: Arc<Exchange>) -> Self {
-        NamespacesService { db, exchange }
+        NamespacesService {
+            db,
+            exchange,
+            plugins: None,
+        }
+    }
+
+    /// Tasks live outside the metadata store: ask the runtime before a delete.
+    fn check_no_tasks(&self, name: &str) -> RpcResult<()> {
+        let manager = self.plugins.as_ref().and_then(|plugins| {
+            plugins.value::<crate::runtime::TaskManager>(crate::runtime::RUNTIME_V2, "task")
+        });
+        if manager.is_some_and(|m| m.namespace_has_tasks(name)) {
+            return Err(Error::wrapped(
+                crate::errdefs::Class::FailedPrecondition,
+                format!("namespace {name:?} must be empty, but it still has tasks"),
+            ));
+        }
+        Ok(())
     }
 
     fn namespace(&self, name: &str) -> RpcResult<Namespace> {
@@ -121,6 +141,7 @@ impl Namespaces for NamespacesService {
     }
 
     fn delete(&self, _call: &Call, req: DeleteNamespaceRequest) -> RpcResult<Empty> {
+        self.check_no_tasks(&req.name)?;
         self.db.delete_namespace(&req.name)?;
         self.exchange.publish_event(
             &req.name,
@@ -139,6 +160,7 @@ impl GrpcServices for NamespacesService {
         vec![create_namespaces(Arc::new(NamespacesService {
             db: self.db.clone(),
             exchange: self.exchange.clone(),
+            plugins: self.plugins.clone(),
         }))]
     }
 }
@@ -149,9 +171,9 @@ pub fn registrations() -> Vec<Registration> {
         Registration::new(types::SERVICE, "namespaces-service", |ic| {
             let db = ic.single::<Metadata>(types::METADATA)?.db.clone();
             let exchange = ic.single::<Exchange>(types::EVENT)?;
-            Ok(Instance::new(Arc::new(NamespacesService::new(
-                db, exchange,
-            ))))
+            let mut service = NamespacesService::new(db, exchange);
+            service.plugins = Some(ic.plugins().clone());
+            Ok(Instance::new(Arc::new(service)))
         })
         .requires(&[types::EVENT, types::METADATA]),
         Registration::new(types::GRPC, "namespaces", |ic| {

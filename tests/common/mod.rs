@@ -4,6 +4,7 @@
 
 pub mod image;
 pub mod peer;
+pub mod containers;
 
 use std::fs;
 use std::io::Read;

@@ -1,0 +1,299 @@
+//! Tasks through Debian's runc shim (`containerd-shim-runc-v2` + `runc`), as root: the shim
+//! manager on hand-made bundles, then `ctr run` and friends against the real daemon.
+//! Every test leaves no shim, container or mount behind (guards kill and unmount on drop).
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::containers::{
+    busybox_rootfs, mounts_under, require_container_tools, shim_pids, spec, wait_no_shim,
+    ContainerGuard,
+};
+use common::TestDir;
+use ctrd::api::mount::Mount;
+use ctrd::api::shim_task;
+use ctrd::events::Exchange;
+use ctrd::runtime::shim::DaemonAddresses;
+use ctrd::runtime::{CreateOpts, RuntimeConfig, TaskManager, Timeouts};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A shim manager on `dir` with a real ttrpc events endpoint feeding `exchange`.
+struct Harness {
+    dir: TestDir,
+    exchange: Arc<Exchange>,
+    manager: Arc<TaskManager>,
+    _server: ttrpc::Server,
+}
+
+impl Harness {
+    fn new(name: &str, config: RuntimeConfig) -> Harness {
+        require_container_tools();
+        let dir = TestDir::new(name);
+        let exchange = Arc::new(Exchange::new());
+        let ttrpc = dir.join("ctrd.sock.ttrpc");
+        let service = Arc::new(ctrd::services::events::EventsService::new(exchange.clone()));
+        let mut server = ttrpc::Server::new()
+            .bind(&format!("unix://{}", ttrpc.display()))
+            .expect("bind ttrpc")
+            .register_service(ctrd::api::events_ttrpc::create_events(service));
+        server.start().expect("start ttrpc");
+        let daemon = DaemonAddresses {
+            grpc: dir.join("ctrd.sock").to_string_lossy().into_owned(),
+            ttrpc: ttrpc.to_string_lossy().into_owned(),
+            publish_binary: PathBuf::from("/bin/true"),
+            debug: false,
+        };
+        let manager = TaskManager::new(
+            dir.join("state"),
+            dir.join("root"),
+            daemon,
+            exchange.clone(),
+            config,
+            Timeouts::default(),
+        )
+        .expect("manager");
+        Harness {
+            dir,
+            exchange,
+            manager,
+            _server: server,
+        }
+    }
+
+    fn opts(&self, args: &[&str], namespace: &str, id: &str) -> CreateOpts {
+        let rootfs = busybox_rootfs(&self.dir.join(&format!("rootfs-{id}")));
+        CreateOpts {
+            spec: spec(args, &format!("/{namespace}/{id}")),
+            runtime: "io.containerd.runc.v2".into(),
+            rootfs: vec![Mount {
+                type_: "bind".into(),
+                source: rootfs.to_string_lossy().into_owned(),
+                options: vec!["rbind".into(), "rw".into()],
+                ..Default::default()
+            }],
+            stdout: format!("file://{}", self.dir.join(&format!("{id}.out")).display()),
+            stderr: format!("file://{}", self.dir.join(&format!("{id}.err")).display()),
+            ..Default::default()
+        }
+    }
+}
+
+fn start(task: &ctrd::runtime::Task) -> u32 {
+    task.client
+        .task()
+        .start(
+            task.client.ctx(None),
+            &shim_task::StartRequest {
+                id: task.id().to_string(),
+                ..Default::default()
+            },
+        )
+        .expect("start")
+        .pid
+}
+
+fn topics(sub: &ctrd::events::Subscription, until: &str) -> Vec<String> {
+    let mut seen = Vec::new();
+    while !seen.iter().any(|t| t == until) {
+        let envelope = sub
+            .events
+            .recv_timeout(WAIT)
+            .unwrap_or_else(|_| panic!("no {until} event; saw {seen:?}"));
+        seen.push(envelope.topic);
+    }
+    seen
+}
+
+#[test]
+fn shim_manager_runs_a_bundle_and_leaves_nothing_behind() {
+    let h = Harness::new("shim-run", RuntimeConfig::default());
+    let ns = format!("shimrun{}", std::process::id());
+    let _guard = ContainerGuard::new(&ns, &["m1"], &h.dir.path);
+    let events = h.exchange.subscribe(&[]).unwrap();
+    let opts = h.opts(&["sh", "-c", "echo hi; exit 3"], &ns, "m1");
+    let spec = opts.spec.clone();
+    let task = h.manager.create(&ns, "m1", opts).expect("create");
+    let bundle = task.bundle.path.clone();
+    assert_eq!(bundle, h.dir.join(&format!("state/{ns}/m1")));
+    assert_eq!(std::fs::read(bundle.join("config.json")).unwrap(), spec);
+    assert_eq!(
+        std::fs::read_link(bundle.join("work")).unwrap(),
+        h.dir.join(&format!("root/{ns}/m1"))
+    );
+    assert_eq!(
+        std::fs::read_to_string(bundle.join("shim-binary-path")).unwrap(),
+        "/usr/bin/containerd-shim-runc-v2"
+    );
+    use std::os::unix::fs::FileTypeExt;
+    assert!(std::fs::metadata(bundle.join("log"))
+        .unwrap()
+        .file_type()
+        .is_fifo());
+    assert_eq!(shim_pids(&ns, "m1").len(), 1, "one shim runs");
+    assert!(
+        !mounts_under(&bundle.join("rootfs")).is_empty(),
+        "the shim mounted the rootfs"
+    );
+
+    // A second Create of the same id is refused.
+    let err = h
+        .manager
+        .create(&ns, "m1", h.opts(&["true"], &ns, "m1x"))
+        .map(|_| ())
+        .unwrap_err();
+    assert_eq!(err.message(), "task m1: already exists");
+
+    // Waits before start, many of them, one answer each.
+    let (tx, rx) = crossbeam_channel::unbounded();
+    for _ in 0..20 {
+        let tx = tx.clone();
+        h.manager
+            .wait(&task, "m1", Box::new(move |r| tx.send(r).unwrap()));
+    }
+    let pid = start(&task);
+    assert!(pid > 0);
+    for _ in 0..20 {
+        let exit = rx.recv_timeout(WAIT).expect("exit").expect("exit ok");
+        assert_eq!(exit.status, 3);
+        assert_eq!(exit.pid, pid);
+    }
+    // A late waiter gets the kept exit at once.
+    h.manager
+        .wait(&task, "m1", Box::new(move |r| tx.send(r).unwrap()));
+    assert_eq!(rx.recv_timeout(WAIT).unwrap().unwrap().status, 3);
+    assert_eq!(
+        std::fs::read_to_string(h.dir.join("m1.out")).unwrap(),
+        "hi\n"
+    );
+
+    let exit = h.manager.delete(&ns, "m1").expect("delete");
+    assert_eq!(exit.status, 3);
+    let seen = topics(&events, "/tasks/delete");
+    for topic in [
+        "/tasks/create",
+        "/tasks/start",
+        "/tasks/exit",
+        "/tasks/delete",
+    ] {
+        assert!(seen.iter().any(|t| t == topic), "{topic} in {seen:?}");
+    }
+    assert!(!bundle.exists(), "bundle removed");
+    assert!(
+        !h.dir.join(&format!("root/{ns}/m1")).exists(),
+        "work dir removed"
+    );
+    assert!(mounts_under(&h.dir.path).is_empty(), "no mounts left");
+    wait_no_shim(&ns, "m1");
+    let err = h.manager.delete(&ns, "m1").unwrap_err();
+    assert_eq!(err.message(), "task m1 not found");
+}
+
+#[test]
+fn a_killed_shim_is_cleaned_up_with_events() {
+    let h = Harness::new("shim-kill", RuntimeConfig::default());
+    let ns = format!("shimkill{}", std::process::id());
+    let _guard = ContainerGuard::new(&ns, &["k1"], &h.dir.path);
+    let events = h
+        .exchange
+        .subscribe(&["topic~=\"^/tasks/(exit|delete)\"".to_string()])
+        .unwrap();
+    let task = h
+        .manager
+        .create(&ns, "k1", h.opts(&["sleep", "300"], &ns, "k1"))
+        .expect("create");
+    start(&task);
+    let (tx, rx) = crossbeam_channel::unbounded();
+    h.manager
+        .wait(&task, "k1", Box::new(move |r| tx.send(r).unwrap()));
+    let bundle = task.bundle.path.clone();
+    let shim_pid = task.shim_pid;
+    drop(task);
+    std::process::Command::new("kill")
+        .args(["-9", &shim_pid.to_string()])
+        .status()
+        .unwrap();
+    let exit = events.events.recv_timeout(WAIT).expect("exit event");
+    assert_eq!(exit.topic, "/tasks/exit");
+    let payload: ctrd::api::event_types::TaskExit =
+        protobuf::Message::parse_from_bytes(&exit.event.value).unwrap();
+    assert_eq!(payload.container_id, "k1");
+    assert_eq!(payload.exit_status, 137);
+    let delete = events.events.recv_timeout(WAIT).expect("delete event");
+    assert_eq!(delete.topic, "/tasks/delete");
+    assert_eq!(rx.recv_timeout(WAIT).unwrap().unwrap().status, 137);
+    assert!(!bundle.exists());
+    assert!(mounts_under(&h.dir.path).is_empty());
+    assert_eq!(
+        h.manager.get(&ns, "k1").map(|_| ()).unwrap_err().message(),
+        "task k1 not found"
+    );
+}
+
+#[test]
+fn grouped_containers_share_one_shim() {
+    let config = RuntimeConfig {
+        shim_group: "namespace".into(),
+        ..Default::default()
+    };
+    let h = Harness::new("shim-group", config);
+    let ns = format!("shimgrp{}", std::process::id());
+    let _guard = ContainerGuard::new(&ns, &["g1", "g2"], &h.dir.path);
+    let a = h
+        .manager
+        .create(&ns, "g1", h.opts(&["sleep", "300"], &ns, "g1"))
+        .expect("g1");
+    let b = h
+        .manager
+        .create(&ns, "g2", h.opts(&["sleep", "300"], &ns, "g2"))
+        .expect("g2");
+    assert_eq!(a.shim_pid, b.shim_pid, "one shim serves both");
+    let stored: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(a.bundle.path.join("config.json")).unwrap()).unwrap();
+    assert_eq!(
+        stored["annotations"]["io.containerd.runc.v2.group"],
+        format!("ctrd-{ns}")
+    );
+    for task in [&a, &b] {
+        start(task);
+    }
+    for task in [a, b] {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        h.manager
+            .wait(&task, task.id(), Box::new(move |r| tx.send(r).unwrap()));
+        task.client
+            .task()
+            .kill(
+                task.client.ctx(None),
+                &shim_task::KillRequest {
+                    id: task.id().to_string(),
+                    signal: 9,
+                    ..Default::default()
+                },
+            )
+            .expect("kill");
+        assert_eq!(rx.recv_timeout(WAIT).unwrap().unwrap().status, 137);
+        let id = task.id().to_string();
+        drop(task);
+        h.manager.delete(&ns, &id).expect("delete");
+    }
+    assert!(mounts_under(&h.dir.path).is_empty());
+    let shim_gone = || {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                std::fs::read(e.path().join("cmdline"))
+                    .map(|c| String::from_utf8_lossy(&c).contains(&ns))
+                    .unwrap_or(false)
+            })
+            .count()
+            == 0
+    };
+    common::wait_for("the group's shim to exit", WAIT, || {
+        shim_gone().then_some(())
+    });
+}
