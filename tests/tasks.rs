@@ -297,3 +297,122 @@ fn grouped_containers_share_one_shim() {
         shim_gone().then_some(())
     });
 }
+
+/// A second manager on the same directories, as after a daemon restart.
+fn restarted(h: &Harness, timeouts: Timeouts) -> (Arc<TaskManager>, ctrd::plugin::Readiness) {
+    let daemon = DaemonAddresses {
+        grpc: h.dir.join("ctrd.sock").to_string_lossy().into_owned(),
+        ttrpc: h.dir.join("ctrd.sock.ttrpc").to_string_lossy().into_owned(),
+        publish_binary: PathBuf::from("/bin/true"),
+        debug: false,
+    };
+    let manager = TaskManager::new(
+        h.dir.join("state"),
+        h.dir.join("root"),
+        daemon,
+        h.exchange.clone(),
+        RuntimeConfig::default(),
+        timeouts,
+    )
+    .expect("manager");
+    let readiness = ctrd::plugin::Readiness::new();
+    manager.recover(readiness.register()).expect("recover");
+    (manager, readiness)
+}
+
+#[test]
+fn a_restarted_manager_reconnects_live_shims_and_cleans_dead_ones() {
+    let h = Harness::new("shim-restart", RuntimeConfig::default());
+    let ns = format!("shimre{}", std::process::id());
+    let _guard = ContainerGuard::new(&ns, &["live", "dead", "hung"], &h.dir.path);
+    let live = h
+        .manager
+        .create(&ns, "live", h.opts(&["sleep", "300"], &ns, "live"))
+        .expect("live");
+    let live_pid = start(&live);
+    let dead = h
+        .manager
+        .create(&ns, "dead", h.opts(&["sh", "-c", "exit 7"], &ns, "dead"))
+        .expect("dead");
+    let (tx, rx) = crossbeam_channel::unbounded();
+    h.manager
+        .wait(&dead, "dead", Box::new(move |r| tx.send(r).unwrap()));
+    start(&dead);
+    assert_eq!(rx.recv_timeout(WAIT).unwrap().unwrap().status, 7);
+    let dead_shim = dead.shim_pid;
+    // A bundle whose "shim" accepts connections and never answers: recovery waits for it.
+    let hung_bundle = h.dir.join(&format!("state/{ns}/hung"));
+    std::fs::create_dir_all(&hung_bundle).unwrap();
+    let hung_socket = h.dir.join("hung.sock");
+    let hung = std::os::unix::net::UnixListener::bind(&hung_socket).unwrap();
+    std::fs::write(
+        hung_bundle.join("address"),
+        format!("unix://{}", hung_socket.display()),
+    )
+    .unwrap();
+
+    // The daemon stops: its shims keep running. Then the dead task's shim dies while
+    // nobody watches.
+    h.manager.close();
+    drop((live, dead));
+    std::process::Command::new("kill")
+        .args(["-9", &dead_shim.to_string()])
+        .status()
+        .unwrap();
+    let events = h
+        .exchange
+        .subscribe(&["topic==\"/tasks/exit\"".to_string()])
+        .unwrap();
+    let timeouts = Timeouts {
+        load: Duration::from_secs(3),
+        ..Timeouts::default()
+    };
+    let (manager, readiness) = restarted(&h, timeouts);
+    // Until the hung bundle is dealt with, the daemon is not ready and calls for that id
+    // say so instead of "not found".
+    assert_eq!(readiness.pending(), 1);
+    let err = manager.get(&ns, "hung").map(|_| ()).unwrap_err();
+    assert_eq!(err.class(), ctrd::errdefs::Class::Unavailable, "{err}");
+    readiness.wait();
+    drop(hung);
+
+    let task = manager.get(&ns, "live").expect("live task recovered");
+    assert_eq!(task.pid, live_pid);
+    // The dead task was cleaned up with its real exit status, not a made-up one.
+    let exit = events.events.recv_timeout(WAIT).expect("exit event");
+    let payload: ctrd::api::event_types::TaskExit =
+        protobuf::Message::parse_from_bytes(&exit.event.value).unwrap();
+    let mut exits = vec![(payload.container_id.clone(), payload.exit_status)];
+    if let Ok(more) = events.events.recv_timeout(Duration::from_secs(1)) {
+        let payload: ctrd::api::event_types::TaskExit =
+            protobuf::Message::parse_from_bytes(&more.event.value).unwrap();
+        exits.push((payload.container_id, payload.exit_status));
+    }
+    assert!(exits.contains(&("dead".to_string(), 7)), "{exits:?}");
+    assert!(!h.dir.join(&format!("state/{ns}/dead")).exists());
+    assert!(!hung_bundle.exists());
+    assert_eq!(
+        manager.get(&ns, "dead").map(|_| ()).unwrap_err().message(),
+        "task dead not found"
+    );
+
+    // The recovered task still works.
+    let (tx, rx) = crossbeam_channel::unbounded();
+    manager.wait(&task, "live", Box::new(move |r| tx.send(r).unwrap()));
+    task.client
+        .task()
+        .kill(
+            task.client.ctx(None),
+            &shim_task::KillRequest {
+                id: "live".into(),
+                signal: 9,
+                ..Default::default()
+            },
+        )
+        .expect("kill");
+    assert_eq!(rx.recv_timeout(WAIT).unwrap().unwrap().status, 137);
+    drop(task);
+    manager.delete(&ns, "live").expect("delete");
+    wait_no_shim(&ns, "live");
+    assert!(mounts_under(&h.dir.path).is_empty());
+}

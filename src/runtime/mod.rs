@@ -727,6 +727,12 @@ impl TaskManager {
         }
     }
 
+    /// Recovers the tasks a previous run left (see [`recover`]); `ready` is released once
+    /// every bundle found now has been reconnected or cleaned up.
+    pub fn recover(self: &Arc<Self>, ready: crate::plugin::ReadyGuard) -> Result<(), Error> {
+        recover::start(self.clone(), ready)
+    }
+
     /// Stops the shim monitor (the daemon is stopping; shims keep running).
     pub fn close(&self) {
         self.monitor.stop();
@@ -767,7 +773,7 @@ pub fn registration() -> Registration {
         let timeouts = Timeouts::from_config(&ic.daemon);
         let manager = TaskManager::new(ic.state(), ic.root(), daemon, exchange, config, timeouts)?;
         let ready = ic.register_readiness();
-        recover::start(manager.clone(), ready)?;
+        manager.recover(ready)?;
         let closing = manager.clone();
         Ok(Instance::new(manager).with_close(move || closing.close()))
     })
