@@ -438,7 +438,7 @@ impl TasksService {
             .and_then(|ns| self.manager.get(ns, &req.container_id));
         let task = match found {
             Ok(task) => task,
-            Err(err) => return reply.send(Err(err)),
+            Err(err) => return reply.finish(Err(err)),
         };
         let exec_id = if req.exec_id.is_empty() {
             req.container_id.clone()
@@ -449,7 +449,7 @@ impl TasksService {
             &task,
             &exec_id,
             Box::new(move |result| {
-                reply.send(result.map(|exit| WaitResponse {
+                reply.finish(result.map(|exit| WaitResponse {
                     exit_status: exit.status,
                     exited_at: exit_timestamp(&exit),
                     ..Default::default()
