@@ -543,7 +543,7 @@ fn debug_socket_serves_vars_and_thread_dump() {
         "{vars}"
     );
     assert!(vars.contains("\"threads\""), "{vars}");
-    assert!(vars.contains("\"plugins\": 27"), "{vars}");
+    assert!(vars.contains("\"plugins\": 30"), "{vars}");
     let threads = String::from_utf8(curl("/debug/pprof/threads")).expect("utf8");
     assert!(threads.contains("\"ctrd-debug\""), "{threads}");
     let index = String::from_utf8(curl("/debug/pprof/")).expect("utf8");

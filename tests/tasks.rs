@@ -416,3 +416,64 @@ fn a_restarted_manager_reconnects_live_shims_and_cleans_dead_ones() {
     wait_no_shim(&ns, "live");
     assert!(mounts_under(&h.dir.path).is_empty());
 }
+
+#[test]
+fn task_calls_for_unknown_tasks_are_answered_and_the_daemon_keeps_serving() {
+    use ctrd::api::tasks::{
+        CheckpointTaskRequest, CreateTaskRequest, DeleteTaskRequest, KillRequest, TasksClient,
+        WaitRequest,
+    };
+    let daemon = common::Daemon::start("tasks-bad");
+    let client = TasksClient::new(daemon.channel());
+    let ns = || {
+        let mut headers = grpcio::MetadataBuilder::new();
+        headers.add_str("containerd-namespace", "default").unwrap();
+        grpcio::CallOption::default().headers(headers.build())
+    };
+    let status = |err: grpcio::Error| match err {
+        grpcio::Error::RpcFailure(status) => (status.code(), status.message().to_string()),
+        other => panic!("unexpected error {other}"),
+    };
+    let kill = KillRequest {
+        container_id: "x".into(),
+        signal: 9,
+        ..Default::default()
+    };
+    let (code, message) = status(client.kill_opt(&kill, ns()).unwrap_err());
+    assert_eq!(code, grpcio::RpcStatusCode::NOT_FOUND);
+    assert_eq!(message, "task x not found");
+    let delete = DeleteTaskRequest {
+        container_id: "x".into(),
+        ..Default::default()
+    };
+    let (code, message) = status(client.delete_opt(&delete, ns()).unwrap_err());
+    assert_eq!(
+        (code, message.as_str()),
+        (grpcio::RpcStatusCode::NOT_FOUND, "task x not found")
+    );
+    let wait = WaitRequest {
+        container_id: "x".into(),
+        ..Default::default()
+    };
+    let (code, _) = status(client.wait_opt(&wait, ns()).unwrap_err());
+    assert_eq!(code, grpcio::RpcStatusCode::NOT_FOUND);
+    let create = CreateTaskRequest {
+        container_id: "nope".into(),
+        ..Default::default()
+    };
+    let (code, message) = status(client.create_opt(&create, ns()).unwrap_err());
+    assert_eq!(code, grpcio::RpcStatusCode::NOT_FOUND);
+    assert_eq!(
+        message,
+        "container \"nope\" in namespace \"default\": not found"
+    );
+    let (code, message) = status(
+        client
+            .checkpoint_opt(&CheckpointTaskRequest::default(), ns())
+            .unwrap_err(),
+    );
+    assert_eq!(code, grpcio::RpcStatusCode::UNIMPLEMENTED);
+    assert!(message.contains("checkpoint"), "{message}");
+    // Still serving.
+    assert_eq!(daemon.ctr_ok(&["task", "ls"]).lines().count(), 1);
+}

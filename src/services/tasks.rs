@@ -543,8 +543,9 @@ struct MetadataContainers {
 }
 
 impl ContainerSource for MetadataContainers {
+    /// ctrd keeps no container records yet (the Containers service comes with images), so
+    /// no container exists.
     fn container(&self, namespace: &str, id: &str) -> Result<ContainerRecord, Error> {
-        let _ = &self.meta;
         Err(Error::not_found(format!(
             "container \"{id}\" in namespace \"{namespace}\": not found"
         )))
