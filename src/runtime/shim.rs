@@ -232,19 +232,7 @@ pub fn delete(
 /// The error a shim call failed with, in ctrd's terms (codes and texts as the shim sent
 /// them, so `ctr` prints what containerd would).
 pub fn map_error(err: ttrpc::Error) -> Error {
-    match err {
-        ttrpc::Error::RpcStatus(status) => {
-            let class = Class::from_code(status.code.value());
-            let message = status.message;
-            // containerd's errdefs.FromGRPC drops the class suffix only to add it back.
-            Error::new(class, message)
-        }
-        ttrpc::Error::Socket(text) => Error::unavailable(format!("ttrpc: closed: {text}")),
-        ttrpc::Error::Others(text) if text.contains("timeout") => {
-            Error::new(Class::DeadlineExceeded, "context deadline exceeded")
-        }
-        other => Error::unknown(format!("shim call: {other}")),
-    }
+    Error::from_ttrpc(err)
 }
 
 /// A connection to one shim's task API.
