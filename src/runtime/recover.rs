@@ -9,10 +9,10 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use super::bundle::Bundle;
+use super::manager::{key, TaskManager};
 use super::monitor::LogRing;
 use super::shim::{self, ShimClient};
 use super::task::Task;
-use super::{key, TaskManager};
 use crate::api::shim_task;
 use crate::errdefs::Error;
 use crate::plugin::ReadyGuard;

@@ -25,7 +25,7 @@ pub fn registrations() -> Vec<Registration> {
     list.extend(containers::registrations());
     list.push(crate::diff::plugin::registration());
     list.extend(diff::registrations());
-    list.push(crate::runtime::registration());
+    list.push(crate::runtime::plugin::registration());
     list.extend(tasks::registrations());
     list.extend(introspection::registrations());
     list.push(version::registration());

@@ -554,9 +554,9 @@ impl ContainerSource for MetadataContainers {
     fn mounts(&self, namespace: &str, snapshotter: &str, key: &str) -> Result<Vec<Mount>, Error> {
         Ok(self
             .meta
-            .snapshot_mounts(namespace, snapshotter, key)?
+            .snapshot_mounts(&crate::scope::Scope::new(namespace), snapshotter, key)?
             .into_iter()
-            .map(crate::services::snapshots::mount_to_api)
+            .map(crate::snapshots::wire::mount_to_api)
             .collect())
     }
 }
