@@ -477,3 +477,378 @@ fn task_calls_for_unknown_tasks_are_answered_and_the_daemon_keeps_serving() {
     // Still serving.
     assert_eq!(daemon.ctr_ok(&["task", "ls"]).lines().count(), 1);
 }
+
+// ---- `ctr` against the daemon -------------------------------------------------------
+
+use common::image::{busybox_tar, Layout};
+use common::Daemon;
+
+/// A daemon with the busybox test image imported, in a namespace of its own (runc's state
+/// and cgroups are per namespace, so tests and other daemons on the machine never meet).
+struct Ctr {
+    daemon: Daemon,
+    ns: String,
+    image: String,
+}
+
+impl Ctr {
+    fn start(name: &str) -> Ctr {
+        Ctr::start_with(name, common::Options::default())
+    }
+
+    fn start_with(name: &str, options: common::Options) -> Ctr {
+        require_container_tools();
+        let daemon = Daemon::start_with(name, options);
+        let ns = format!("{}{}", name.replace('-', ""), std::process::id());
+        let (tar, image) = busybox_tar(&daemon.dir.path, Layout::DockerSave);
+        let ctr = Ctr { daemon, ns, image };
+        ctr.ok(&[
+            "images",
+            "import",
+            "--snapshotter",
+            "native",
+            tar.to_str().expect("utf-8 path"),
+        ]);
+        ctr
+    }
+
+    fn args<'a>(&'a self, args: &[&'a str]) -> Vec<&'a str> {
+        let mut all = vec!["-n", self.ns.as_str()];
+        all.extend_from_slice(args);
+        all
+    }
+
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        self.daemon.ctr(&self.args(args))
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        self.daemon.ctr_ok(&self.args(args))
+    }
+
+    /// `ctr run` with the test image: `flags` before it, `tail` (id and command) after.
+    fn run_image(&self, flags: &[&str], tail: &[&str]) -> std::process::Output {
+        let mut args = vec!["run", "--snapshotter", "native"];
+        args.extend_from_slice(flags);
+        args.push(&self.image);
+        args.extend_from_slice(tail);
+        self.run(&args)
+    }
+
+    fn guard(&self, ids: &[&str]) -> ContainerGuard {
+        ContainerGuard::new(&self.ns, ids, &self.daemon.dir.path)
+    }
+
+    fn bundles(&self) -> std::path::PathBuf {
+        self.daemon
+            .dir
+            .join(&format!("state/io.containerd.runtime.v2.task/{}", self.ns))
+    }
+
+    /// `ctr task ls` as (id, pid, status) rows.
+    fn tasks(&self) -> Vec<(String, String, String)> {
+        self.ok(&["task", "ls"])
+            .lines()
+            .skip(1)
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.len() == 3).then(|| (f[0].to_string(), f[1].to_string(), f[2].to_string()))
+            })
+            .collect()
+    }
+
+    fn status(&self, id: &str) -> Option<String> {
+        self.tasks()
+            .into_iter()
+            .find(|(task, _, _)| task == id)
+            .map(|(_, _, status)| status)
+    }
+
+    fn wait_status(&self, id: &str, status: &str) {
+        common::wait_for(&format!("task {id} {status}"), WAIT, || {
+            (self.status(id).as_deref() == Some(status)).then_some(())
+        });
+    }
+
+    /// Kills, deletes and removes `id`.
+    fn remove(&self, id: &str) -> String {
+        self.ok(&["task", "kill", "-s", "SIGKILL", id]);
+        self.wait_status(id, "STOPPED");
+        let out = self.run(&["task", "rm", id]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.ok(&["containers", "rm", id]);
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    fn assert_nothing_left(&self, ids: &[&str]) {
+        for id in ids {
+            wait_no_shim(&self.ns, id);
+        }
+        assert!(
+            mounts_under(&self.daemon.dir.path).is_empty(),
+            "mounts left: {:?}",
+            mounts_under(&self.daemon.dir.path)
+        );
+        let left: Vec<_> = std::fs::read_dir(self.bundles())
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "bundles left: {left:?}");
+    }
+}
+
+#[test]
+fn ctr_run_rm_prints_and_returns_the_exit_status() {
+    let ctr = Ctr::start("run-rm");
+    let _guard = ctr.guard(&["t1"]);
+    let out = ctr.run_image(&["--rm"], &["t1", "echo", "hi"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hi\n");
+    let out = ctr.run_image(&["--rm"], &["t1", "sh", "-c", "exit 3"]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ctr.assert_nothing_left(&["t1"]);
+    assert!(ctr.ok(&["containers", "ls", "-q"]).trim().is_empty());
+}
+
+#[test]
+fn ctr_detached_task_lifecycle() {
+    let ctr = Ctr::start_with(
+        "detached",
+        common::Options {
+            config: Some("version = 3\n[debug]\naddress = '@DIR@/debug.sock'\n".into()),
+            ..Default::default()
+        },
+    );
+    let _guard = ctr.guard(&["t2"]);
+    let out = ctr.run_image(&["-d"], &["t2", "sleep", "300"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_, pid, status) = ctr
+        .tasks()
+        .into_iter()
+        .find(|t| t.0 == "t2")
+        .expect("t2 listed");
+    assert_eq!(status, "RUNNING");
+    assert!(pid.parse::<u32>().unwrap() > 0);
+
+    assert_eq!(
+        ctr.ok(&["task", "exec", "--exec-id", "e1", "t2", "echo", "x"]),
+        "x\n"
+    );
+    // An exec id that is in use is refused, as the shim words it.
+    ctr.ok(&[
+        "task",
+        "exec",
+        "-d",
+        "--exec-id",
+        "e2",
+        "t2",
+        "sleep",
+        "100",
+    ]);
+    let out = ctr.run(&["task", "exec", "--exec-id", "e2", "t2", "echo"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("id e2: already exists"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let ps = ctr.ok(&["task", "ps", "t2"]);
+    assert!(ps.contains(&pid), "{ps}");
+    ctr.ok(&["task", "pause", "t2"]);
+    ctr.wait_status("t2", "PAUSED");
+    ctr.ok(&["task", "resume", "t2"]);
+    ctr.wait_status("t2", "RUNNING");
+    let metrics = ctr.ok(&["task", "metrics", "t2"]);
+    assert!(metrics.contains("t2"), "{metrics}");
+
+    // The shim's log is drained and its tail served on the debug endpoint.
+    let out = std::process::Command::new(common::require_tool("curl"))
+        .args([
+            "-sf",
+            "--unix-socket",
+            ctr.daemon.dir.join("debug.sock").to_str().unwrap(),
+            &format!("http://x/debug/shims/{}/t2/log", ctr.ns),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("level="),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(ctr
+        .daemon
+        .logs()
+        .contains(&format!("shim log namespace={} id=t2", ctr.ns)));
+
+    let stderr = ctr.remove("t2");
+    assert!(stderr.contains("exit code 137"), "{stderr}");
+    ctr.assert_nothing_left(&["t2"]);
+}
+
+/// `ctr events` into a file until dropped.
+struct Events {
+    child: std::process::Child,
+    file: PathBuf,
+}
+
+impl Events {
+    fn start(ctr: &Ctr, name: &str) -> Events {
+        let file = ctr.daemon.dir.join(name);
+        let out = std::fs::File::create(&file).expect("events file");
+        let child = std::process::Command::new(common::require_tool("ctr"))
+            .arg("--address")
+            .arg(&ctr.daemon.socket)
+            .args(["events"])
+            .stdout(out)
+            .spawn()
+            .expect("spawn ctr events");
+        // Subscribed once a published event shows up.
+        common::wait_for("ctr events to subscribe", WAIT, || {
+            ctr.ok(&["namespaces", "label", &ctr.ns, "probe=1"]);
+            std::fs::read_to_string(&file)
+                .expect("events file")
+                .contains("/namespaces/update")
+                .then_some(())
+        });
+        Events { child, file }
+    }
+
+    fn wait_for(&self, needle: &str) -> String {
+        common::wait_for(needle, WAIT, || {
+            let text = std::fs::read_to_string(&self.file).expect("events file");
+            text.contains(needle).then_some(text)
+        })
+    }
+}
+
+impl Drop for Events {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn ctr_events_show_the_task_lifecycle() {
+    let ctr = Ctr::start("events");
+    let _guard = ctr.guard(&["t5"]);
+    let events = Events::start(&ctr, "events.txt");
+    let out = ctr.run_image(&["--rm"], &["t5", "echo", "hi"]);
+    assert!(out.status.success());
+    let text = events.wait_for("/tasks/delete");
+    let line = |topic: &str| {
+        text.lines()
+            .find(|l| l.contains(&format!(" {topic} ")))
+            .unwrap_or_else(|| panic!("no {topic} in {text}"))
+            .to_string()
+    };
+    let start = line("/tasks/start");
+    let pid = start
+        .split("\"pid\":")
+        .nth(1)
+        .and_then(|p| p.split(|c: char| !c.is_ascii_digit()).next())
+        .expect("pid in /tasks/start")
+        .to_string();
+    assert!(line("/tasks/create").contains("\"container_id\":\"t5\""));
+    assert!(line("/tasks/create").contains(&format!("\"pid\":{pid}")));
+    assert!(line("/tasks/exit").contains(&format!("\"id\":\"t5\",\"pid\":{pid}")));
+    assert!(line("/tasks/delete").contains(&format!("\"container_id\":\"t5\",\"pid\":{pid}")));
+    ctr.assert_nothing_left(&["t5"]);
+}
+
+#[test]
+fn ctr_tasks_survive_a_restart_and_a_killed_shim_is_cleaned_up() {
+    let mut ctr = Ctr::start("restart");
+    let _guard = ctr.guard(&["t3", "t6"]);
+    assert!(ctr
+        .run_image(&["-d"], &["t3", "sleep", "300"])
+        .status
+        .success());
+    let before = ctr.tasks();
+    let (status, _) = ctr.daemon.terminate();
+    assert!(status.success());
+    assert_eq!(
+        shim_pids(&ctr.ns, "t3").len(),
+        1,
+        "the shim outlives the daemon"
+    );
+    ctr.daemon.restart();
+    assert_eq!(ctr.tasks(), before, "t3 is still RUNNING with the same pid");
+    ctr.remove("t3");
+
+    let events = Events::start(&ctr, "events.txt");
+    assert!(ctr
+        .run_image(&["-d"], &["t6", "sleep", "300"])
+        .status
+        .success());
+    let shim = shim_pids(&ctr.ns, "t6");
+    assert_eq!(shim.len(), 1);
+    std::process::Command::new("kill")
+        .args(["-9", &shim[0].to_string()])
+        .status()
+        .unwrap();
+    let text = events.wait_for("/tasks/delete");
+    assert!(
+        text.lines()
+            .any(|l| l.contains("/tasks/exit") && l.contains("\"exit_status\":137")),
+        "{text}"
+    );
+    common::wait_for("t6 to be gone", WAIT, || {
+        ctr.status("t6").is_none().then_some(())
+    });
+    ctr.ok(&["containers", "rm", "t6"]);
+    ctr.assert_nothing_left(&["t3", "t6"]);
+}
+
+#[test]
+fn ctr_runs_five_containers_in_parallel() {
+    let ctr = Arc::new(Ctr::start("parallel"));
+    let ids = ["p1", "p2", "p3", "p4", "p5"];
+    let _guard = ctr.guard(&ids);
+    let runs: Vec<_> = ids
+        .into_iter()
+        .map(|id| {
+            let ctr = ctr.clone();
+            std::thread::spawn(move || ctr.run_image(&["-d"], &[id, "sleep", "300"]))
+        })
+        .collect();
+    for run in runs {
+        let out = run.join().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(ctr.tasks().iter().filter(|t| t.2 == "RUNNING").count(), 5);
+    let stops: Vec<_> = ids
+        .into_iter()
+        .map(|id| {
+            let ctr = ctr.clone();
+            std::thread::spawn(move || ctr.remove(id))
+        })
+        .collect();
+    for stop in stops {
+        stop.join().unwrap();
+    }
+    ctr.assert_nothing_left(&ids);
+}

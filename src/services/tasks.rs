@@ -543,12 +543,20 @@ struct MetadataContainers {
 }
 
 impl ContainerSource for MetadataContainers {
-    /// ctrd keeps no container records yet (the Containers service comes with images), so
-    /// no container exists.
     fn container(&self, namespace: &str, id: &str) -> Result<ContainerRecord, Error> {
-        Err(Error::not_found(format!(
-            "container \"{id}\" in namespace \"{namespace}\": not found"
-        )))
+        let rec = self.meta.db.container(namespace, id)?;
+        Ok(ContainerRecord {
+            spec: rec.spec.map(|spec| spec.value).unwrap_or_default(),
+            runtime: rec.runtime.name,
+            runtime_options: rec.runtime.options.map(|o| Any {
+                type_url: o.type_url,
+                value: o.value,
+                ..Default::default()
+            }),
+            snapshotter: rec.snapshotter,
+            snapshot_key: rec.snapshot_key,
+            labels: rec.labels.into_iter().collect(),
+        })
     }
 
     fn mounts(&self, namespace: &str, snapshotter: &str, key: &str) -> Result<Vec<Mount>, Error> {

@@ -2,9 +2,9 @@
 //! directories, waits until its socket answers, and stops it on drop.
 #![allow(dead_code)]
 
+pub mod containers;
 pub mod image;
 pub mod peer;
-pub mod containers;
 
 use std::fs;
 use std::io::Read;
