@@ -100,9 +100,8 @@ fn topics(sub: &ctrd::events::Subscription, until: &str) -> Vec<String> {
     let mut seen = Vec::new();
     while !seen.iter().any(|t| t == until) {
         let envelope = sub
-            .events
-            .recv_timeout(WAIT)
-            .unwrap_or_else(|_| panic!("no {until} event; saw {seen:?}"));
+            .next_timeout(WAIT)
+            .unwrap_or_else(|| panic!("no {until} event; saw {seen:?}"));
         seen.push(envelope.topic);
     }
     seen
@@ -216,13 +215,13 @@ fn a_killed_shim_is_cleaned_up_with_events() {
         .args(["-9", &shim_pid.to_string()])
         .status()
         .unwrap();
-    let exit = events.events.recv_timeout(WAIT).expect("exit event");
+    let exit = events.next_timeout(WAIT).expect("exit event");
     assert_eq!(exit.topic, "/tasks/exit");
     let payload: ctrd::api::event_types::TaskExit =
         protobuf::Message::parse_from_bytes(&exit.event.value).unwrap();
     assert_eq!(payload.container_id, "k1");
     assert_eq!(payload.exit_status, 137);
-    let delete = events.events.recv_timeout(WAIT).expect("delete event");
+    let delete = events.next_timeout(WAIT).expect("delete event");
     assert_eq!(delete.topic, "/tasks/delete");
     assert_eq!(rx.recv_timeout(WAIT).unwrap().unwrap().status, 137);
     assert!(!bundle.exists());
@@ -379,11 +378,11 @@ fn a_restarted_manager_reconnects_live_shims_and_cleans_dead_ones() {
     let task = manager.get(&ns, "live").expect("live task recovered");
     assert_eq!(task.pid, live_pid);
     // The dead task was cleaned up with its real exit status, not a made-up one.
-    let exit = events.events.recv_timeout(WAIT).expect("exit event");
+    let exit = events.next_timeout(WAIT).expect("exit event");
     let payload: ctrd::api::event_types::TaskExit =
         protobuf::Message::parse_from_bytes(&exit.event.value).unwrap();
     let mut exits = vec![(payload.container_id.clone(), payload.exit_status)];
-    if let Ok(more) = events.events.recv_timeout(Duration::from_secs(1)) {
+    if let Some(more) = events.next_timeout(Duration::from_secs(1)) {
         let payload: ctrd::api::event_types::TaskExit =
             protobuf::Message::parse_from_bytes(&more.event.value).unwrap();
         exits.push((payload.container_id, payload.exit_status));

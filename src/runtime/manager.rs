@@ -504,7 +504,18 @@ impl TaskManager {
         std::thread::Builder::new()
             .name("ctrd-task-exits".into())
             .spawn(move || {
-                for envelope in subscription.events.iter() {
+                let next = || loop {
+                    match subscription.try_next() {
+                        crate::events::Next::Event(envelope) => return Some(envelope),
+                        crate::events::Next::Ended => return None,
+                        crate::events::Next::Empty => {
+                            if subscription.bell().recv().is_err() {
+                                return None;
+                            }
+                        }
+                    }
+                };
+                while let Some(envelope) = next() {
                     let Some(manager) = manager.upgrade() else {
                         return;
                     };
