@@ -771,14 +771,33 @@ fn an_empty_root_or_state_in_the_config_file_is_refused() {
         ),
     ] {
         let config = dir.write("config.toml", &text);
-        let out = common::run_ctrd(&[
-            "--config",
-            &config.to_string_lossy(),
-            "--address",
-            &dir.join("ctrd.sock").to_string_lossy(),
-        ]);
-        assert_eq!(out.status.code(), Some(1));
-        let stderr = String::from_utf8_lossy(&out.stderr);
+        let mut child = std::process::Command::new(common::ctrd_bin())
+            .args(["--config", &config.to_string_lossy()])
+            .args(["--address", &dir.join("ctrd.sock").to_string_lossy()])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run ctrd");
+        // A daemon that starts instead of refusing is stopped, not waited for.
+        let exited = wait_for("ctrd to refuse the config", PATIENCE, || {
+            let status = child.try_wait().expect("wait");
+            if status.is_none() && common::health_check(&dir.join("ctrd.sock")).is_ok() {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Some(None);
+            }
+            status.map(Some)
+        });
+        let status = exited.expect("ctrd started with an empty root or state");
+        assert_eq!(status.code(), Some(1));
+        let mut stderr = String::new();
+        child
+            .stderr
+            .take()
+            .expect("piped")
+            .read_to_string(&mut stderr)
+            .expect("stderr");
         assert!(stderr.contains(message), "{stderr}");
     }
 }
