@@ -677,6 +677,29 @@ fn ctr_detached_task_lifecycle() {
     let metrics = ctr.ok(&["task", "metrics", "t2"]);
     assert!(metrics.contains("t2"), "{metrics}");
 
+    // The daemon itself refuses to delete a container whose task lives (not only ctr).
+    let containers = ctrd::api::containers::ContainersClient::new(ctr.daemon.channel());
+    let mut headers = grpcio::MetadataBuilder::new();
+    headers.add_str("containerd-namespace", &ctr.ns).unwrap();
+    let request = ctrd::api::containers::DeleteContainerRequest {
+        id: "t2".into(),
+        ..Default::default()
+    };
+    match containers.delete_opt(
+        &request,
+        grpcio::CallOption::default().headers(headers.build()),
+    ) {
+        Err(grpcio::Error::RpcFailure(status)) => {
+            assert_eq!(status.code(), grpcio::RpcStatusCode::FAILED_PRECONDITION);
+            assert!(
+                status.message().contains("still has a task"),
+                "{}",
+                status.message()
+            );
+        }
+        other => panic!("deleting t2 with a live task: {other:?}"),
+    }
+
     // The shim's log is drained and its tail served on the debug endpoint.
     let out = std::process::Command::new(common::require_tool("curl"))
         .args([

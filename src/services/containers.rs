@@ -25,6 +25,8 @@ use crate::rpc::{Call, RpcResult, StreamSender};
 pub struct ContainersService {
     db: Arc<Db>,
     exchange: Arc<Exchange>,
+    /// The daemon's plugins, to refuse deleting a container whose task still lives.
+    plugins: Option<crate::plugin::Set>,
 }
 
 fn any_value(any: &Any) -> AnyValue {
@@ -95,7 +97,27 @@ pub fn container_of(rec: &ContainerRecord) -> Container {
 
 impl ContainersService {
     pub fn new(db: Arc<Db>, exchange: Arc<Exchange>) -> Self {
-        ContainersService { db, exchange }
+        ContainersService {
+            db,
+            exchange,
+            plugins: None,
+        }
+    }
+
+    /// Tasks live outside the metadata store: ask the runtime before a delete.
+    fn check_no_task(&self, ns: &str, id: &str) -> Result<(), Error> {
+        let manager = self.plugins.as_ref().and_then(|plugins| {
+            plugins.value::<crate::runtime::TaskManager>(crate::runtime::RUNTIME_V2, "task")
+        });
+        if manager.is_some_and(|m| m.exists(ns, id)) {
+            return Err(Error::wrapped(
+                crate::errdefs::Class::FailedPrecondition,
+                format!(
+                    "cannot delete container {id:?}: it still has a task; delete the task first"
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Creates `rec` in `ns` and publishes `/containers/create`.
@@ -146,6 +168,7 @@ impl ContainersService {
 
     /// Deletes and publishes `/containers/delete`.
     pub fn delete(&self, ns: &str, id: &str) -> Result<(), Error> {
+        self.check_no_task(ns, id)?;
         self.db.delete_container(ns, id)?;
         self.exchange.publish_event(
             ns,
@@ -239,6 +262,7 @@ impl GrpcServices for ContainersService {
         vec![create_containers(Arc::new(ContainersService {
             db: self.db.clone(),
             exchange: self.exchange.clone(),
+            plugins: self.plugins.clone(),
         }))]
     }
 }
@@ -249,9 +273,9 @@ pub fn registrations() -> Vec<Registration> {
         Registration::new(types::SERVICE, "containers-service", |ic| {
             let db = ic.single::<Metadata>(types::METADATA)?.db.clone();
             let exchange = ic.single::<Exchange>(types::EVENT)?;
-            Ok(Instance::new(Arc::new(ContainersService::new(
-                db, exchange,
-            ))))
+            let mut service = ContainersService::new(db, exchange);
+            service.plugins = Some(ic.plugins().clone());
+            Ok(Instance::new(Arc::new(service)))
         })
         .requires(&[types::EVENT, types::METADATA]),
         Registration::new(types::GRPC, "containers", |ic| {
