@@ -874,3 +874,166 @@ fn ctr_runs_five_containers_in_parallel() {
     }
     ctr.assert_nothing_left(&ids);
 }
+
+// ---- bad inputs: each is answered and the daemon keeps serving ------------------------
+
+/// The stderr of a `ctr` call that must fail.
+fn failure(out: std::process::Output) -> String {
+    assert!(
+        !out.status.success(),
+        "succeeded: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+impl Ctr {
+    /// The daemon still answers: `ctr version` reaches it and `ctr task ls` lists.
+    fn assert_serving(&self) {
+        let version = self.ok(&["version"]);
+        assert!(version.contains("Server:"), "{version}");
+        self.tasks();
+    }
+
+    /// The keys of the native snapshotter's snapshots in the test's namespace.
+    fn snapshots(&self) -> Vec<String> {
+        self.ok(&["snapshots", "--snapshotter", "native", "ls"])
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+            .collect()
+    }
+}
+
+#[test]
+fn ctr_task_start_on_a_running_task_is_refused_and_the_task_keeps_running() {
+    let ctr = Ctr::start("dup-create");
+    let _guard = ctr.guard(&["t7"]);
+    let out = ctr.run_image(&["-d"], &["t7", "sleep", "300"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let before = ctr.tasks();
+    // `ctr task start` creates the task again (Tasks.Create) before it would start it.
+    let stderr = failure(ctr.run(&["task", "start", "t7"]));
+    assert_eq!(stderr, "ctr: task t7: already exists\n");
+    assert_eq!(ctr.tasks(), before, "t7 is still RUNNING with the same pid");
+    assert_eq!(ctr.status("t7").as_deref(), Some("RUNNING"));
+    assert_eq!(shim_pids(&ctr.ns, "t7").len(), 1, "still one shim");
+    ctr.assert_serving();
+    ctr.remove("t7");
+    ctr.assert_nothing_left(&["t7"]);
+}
+
+#[test]
+fn ctr_run_with_a_bad_runtime_names_it_and_leaves_nothing_behind() {
+    let ctr = Ctr::start("bad-runtime");
+    let _guard = ctr.guard(&["t8", "t9"]);
+
+    // A name that is neither `<prefix>.<name>.<version>` nor an absolute path.
+    let stderr = failure(ctr.run_image(&["--runtime", "nonsense"], &["t8", "true"]));
+    assert_eq!(
+        stderr,
+        "ctr: failed to start shim: start failed: invalid runtime name nonsense, correct runtime \
+         name should be either format like `io.containerd.runc.v1` or a full path to the binary: \
+         unknown\n"
+    );
+    ctr.assert_serving();
+    assert_eq!(ctr.status("t8"), None, "no task");
+    ctr.ok(&["containers", "rm", "t8"]);
+    ctr.assert_nothing_left(&["t8"]);
+
+    // A well-formed name whose shim binary is not installed.
+    let stderr = failure(ctr.run_image(&["--runtime", "io.containerd.nope.v2"], &["t9", "true"]));
+    assert_eq!(
+        stderr,
+        "ctr: failed to start shim: start failed: runtime \"io.containerd.nope.v2\" binary not \
+         installed \"containerd-shim-nope-v2\": file does not exist: unknown\n"
+    );
+    ctr.assert_serving();
+    assert_eq!(ctr.status("t9"), None, "no task");
+    ctr.ok(&["containers", "rm", "t9"]);
+    ctr.assert_nothing_left(&["t9"]);
+    let snapshots = ctr.snapshots();
+    assert!(
+        !snapshots.iter().any(|k| k == "t8" || k == "t9"),
+        "{snapshots:?}"
+    );
+    assert!(ctr.ok(&["containers", "ls", "-q"]).trim().is_empty());
+}
+
+#[test]
+fn a_spec_that_is_not_json_fails_with_the_shims_error_and_leaves_nothing_behind() {
+    use ctrd::api::containers::{ContainersClient, GetContainerRequest, UpdateContainerRequest};
+    use ctrd::api::tasks::{CreateTaskRequest, TasksClient};
+    use ctrd::api::FieldMask;
+
+    let ctr = Ctr::start("bad-spec");
+    let _guard = ctr.guard(&["c4"]);
+    ctr.ok(&[
+        "containers",
+        "create",
+        "--snapshotter",
+        "native",
+        &ctr.image,
+        "c4",
+        "true",
+    ]);
+    let containers = ContainersClient::new(ctr.daemon.channel());
+    let mut container = containers
+        .get_opt(
+            &GetContainerRequest {
+                id: "c4".into(),
+                ..Default::default()
+            },
+            common::call_opt(&ctr.ns, None),
+        )
+        .expect("get c4")
+        .container
+        .unwrap();
+    container.spec.mut_or_insert_default().value = b"not json".to_vec();
+    containers
+        .update_opt(
+            &UpdateContainerRequest {
+                container: Some(container).into(),
+                update_mask: Some(FieldMask {
+                    paths: vec!["spec".into()],
+                    ..Default::default()
+                })
+                .into(),
+                ..Default::default()
+            },
+            common::call_opt(&ctr.ns, None),
+        )
+        .expect("update c4's spec");
+
+    // `ctr task start` decodes the spec itself and stops before asking the daemon, so the
+    // task is created over gRPC: the daemon takes the rootfs from the container's snapshot.
+    let stderr = failure(ctr.run(&["task", "start", "c4"]));
+    assert!(stderr.contains("invalid character"), "{stderr}");
+    let tasks = TasksClient::new(ctr.daemon.channel());
+    let (code, message) = common::rpc_status(tasks.create_opt(
+        &CreateTaskRequest {
+            container_id: "c4".into(),
+            ..Default::default()
+        },
+        common::call_opt(&ctr.ns, None),
+    ));
+    // The runc shim decodes the spec in its `start`; its words come through.
+    assert_eq!(code, grpcio::RpcStatusCode::UNKNOWN, "{message}");
+    assert!(
+        message.starts_with("failed to start shim: start failed: ")
+            && message.contains("invalid character 'o' in literal null (expecting 'u')")
+            && message.ends_with(": exit status 1"),
+        "{message}"
+    );
+    ctr.assert_serving();
+    assert_eq!(ctr.status("c4"), None, "no task");
+    ctr.assert_nothing_left(&["c4"]);
+    ctr.ok(&["containers", "rm", "c4"]);
+    let snapshots = ctr.snapshots();
+    assert!(!snapshots.iter().any(|k| k == "c4"), "{snapshots:?}");
+    assert!(ctr.ok(&["containers", "ls", "-q"]).trim().is_empty());
+}

@@ -189,12 +189,17 @@ impl TaskManager {
         id: &str,
         opts: CreateOpts,
     ) -> Result<Arc<Task>, Error> {
-        let binary = self.resolve(&opts.runtime)?;
+        // containerd's words for the two halves: `failed to start shim: start failed: …`
+        // while the shim binary is found and started, `failed to create shim task: …` when
+        // the shim's Create fails; the class of the cause is kept.
+        let start_failed = |err: Error| err.context("failed to start shim: start failed");
+        let binary = self.resolve(&opts.runtime).map_err(start_failed)?;
         let spec = match self.group.group(namespace, &opts.labels) {
             Some(group) => bundle::with_group_annotation(&opts.spec, &group)?,
             None => opts.spec.clone(),
         };
-        let bundle = Bundle::create(&self.state, &self.root, namespace, id, &spec)?;
+        let bundle = Bundle::create(&self.state, &self.root, namespace, id, &spec)
+            .map_err(|err| err.context("failed to start shim"))?;
         let log = Arc::new(Mutex::new(LogRing::default()));
         let log_key = match self.open_log(&bundle, &log) {
             Ok(key) => key,
@@ -219,6 +224,7 @@ impl TaskManager {
                 .map_err(shim::map_error)?;
             Ok((client, connected.shim_pid))
         });
+        let started = started.map_err(start_failed);
         let (client, shim_pid) = match started {
             Ok(started) => started,
             Err(err) => {
@@ -241,7 +247,7 @@ impl TaskManager {
         let created = client
             .task()
             .create(client.ctx(None), &request)
-            .map_err(shim::map_error);
+            .map_err(|err| shim::map_error(err).context("failed to create shim task"));
         let pid = match created {
             Ok(resp) => resp.pid,
             Err(err) => {

@@ -47,17 +47,17 @@ pub fn binary_name(runtime: &str) -> Option<String> {
 /// runtime name's directory, on `PATH`, then next to the daemon's executable.
 pub fn resolve_binary(runtime: &str, extra_dirs: &[PathBuf]) -> Result<PathBuf, Error> {
     if runtime.is_empty() {
-        return Err(Error::invalid_argument("no runtime name"));
+        return Err(Error::unknown("no runtime name"));
     }
     let path = Path::new(runtime);
     if path.is_absolute() {
         return match std::fs::metadata(path) {
             Ok(_) => Ok(path.to_path_buf()),
-            Err(err) => Err(Error::from(err).context("invalid custom binary path")),
+            Err(err) => Err(Error::unknown(format!("invalid custom binary path: {err}"))),
         };
     }
     let name = binary_name(runtime).ok_or_else(|| {
-        Error::invalid_argument(format!(
+        Error::unknown(format!(
             "invalid runtime name {runtime}, correct runtime name should be either format like `io.containerd.runc.v1` or a full path to the binary"
         ))
     })?;
@@ -81,7 +81,7 @@ pub fn resolve_binary(runtime: &str, extra_dirs: &[PathBuf]) -> Result<PathBuf, 
                 .map_err(|err| Error::from(err).context("resolve shim path"));
         }
     }
-    Err(Error::not_found(format!(
+    Err(Error::unknown(format!(
         "runtime {runtime:?} binary not installed {name:?}: file does not exist"
     )))
 }
@@ -120,9 +120,9 @@ pub fn start(
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|err| {
-        Error::from(err).context(format!("failed to start shim {}", binary.display()))
-    })?;
+    let mut child = cmd
+        .spawn()
+        .map_err(|err| Error::unknown(format!("fork/exec {}: {err}", binary.display())))?;
     let input = match options {
         Some(any) => any
             .write_to_bytes()
@@ -136,18 +136,28 @@ pub fn start(
     let out = child
         .wait_with_output()
         .map_err(|err| Error::from(err).context("wait for shim start"))?;
-    let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
     if !out.status.success() {
-        let mut text = String::from_utf8_lossy(&out.stderr).trim().to_string();
-        if text.is_empty() {
-            text = stdout;
-        }
-        return Err(Error::unknown(format!(
-            "failed to start shim: {text}: {}",
-            out.status
-        )));
+        return Err(start_error(&out));
     }
-    parse_address(&stdout)
+    parse_address(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// A failed `start`: what the shim said (stderr, else stdout) and how it ended.
+fn start_error(out: &std::process::Output) -> Error {
+    let mut text = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    if text.is_empty() {
+        text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    }
+    Error::unknown(format!("{text}: {}", exit_text(out.status)))
+}
+
+/// A process's end as Go's `os/exec` words it (`exit status 1`), which is how containerd
+/// reports a shim command that failed.
+fn exit_text(status: std::process::ExitStatus) -> String {
+    match status.code() {
+        Some(code) => format!("exit status {code}"),
+        None => status.to_string(),
+    }
 }
 
 /// The address in a shim's `start` output: a bare address (1.x shims) or the JSON
@@ -289,16 +299,39 @@ mod tests {
 
     #[test]
     fn unknown_runtimes_are_named_in_the_error() {
+        // Plain errors in containerd, so `ctr` ends them with `: unknown`.
         let err = resolve_binary("io.containerd.nosuch.v9", &[]).unwrap_err();
-        assert_eq!(err.class(), Class::NotFound);
+        assert_eq!(err.class(), Class::Unknown);
         assert_eq!(
             err.message(),
             "runtime \"io.containerd.nosuch.v9\" binary not installed \"containerd-shim-nosuch-v9\": file does not exist"
         );
         let err = resolve_binary("runc", &[]).unwrap_err();
+        assert_eq!(err.class(), Class::Unknown);
         assert!(err.message().starts_with("invalid runtime name runc"));
         let err = resolve_binary("/no/such/shim", &[]).unwrap_err();
+        assert_eq!(err.class(), Class::Unknown);
         assert!(err.message().starts_with("invalid custom binary path"));
+    }
+
+    #[test]
+    fn a_failed_start_reports_what_the_shim_said_and_its_exit() {
+        use std::os::unix::process::ExitStatusExt as _;
+        let out = |code: i32, stdout: &str, stderr: &str| std::process::Output {
+            status: std::process::ExitStatus::from_raw(code << 8),
+            stdout: stdout.as_bytes().to_vec(),
+            stderr: stderr.as_bytes().to_vec(),
+        };
+        let err = start_error(&out(1, "", "io.containerd.runc.v2: bad spec\n"));
+        assert_eq!(err.class(), Class::Unknown);
+        assert_eq!(
+            err.message(),
+            "io.containerd.runc.v2: bad spec: exit status 1"
+        );
+        assert_eq!(
+            start_error(&out(2, "usage\n", "")).message(),
+            "usage: exit status 2"
+        );
     }
 
     #[test]
