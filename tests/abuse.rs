@@ -157,11 +157,13 @@ fn unix_connect(path: &Path) -> UnixStream {
 #[test]
 fn idle_connection_floods_stay_under_the_thread_ceiling() {
     let port = free_port();
+    let grpc_port = free_port();
     let daemon = Daemon::start_with(
         "abuse-idle",
         Options {
             config: Some(format!(
-                "version = 3\n[metrics]\naddress = '127.0.0.1:{port}'\n\
+                "version = 3\n[grpc]\ntcp_address = '127.0.0.1:{grpc_port}'\n\
+                 [metrics]\naddress = '127.0.0.1:{port}'\n\
                  [debug]\naddress = '@DIR@/debug.sock'\n"
             )),
             ..Default::default()
@@ -178,23 +180,46 @@ fn idle_connection_floods_stay_under_the_thread_ceiling() {
         held.push(Box::new(unix_connect(&ttrpc)));
         held.push(Box::new(unix_connect(&debug)));
         held.push(Box::new(unix_connect(&daemon.socket)));
+        held.push(Box::new(tcp(grpc_port)));
     }
-    // Wait until the listeners have taken in as many as they keep (32 + 32 + 512 + 1000).
+    // Wait until the listeners have taken in as many as they keep: 32 + 32 + 512 + 512 on
+    // the capped ones, all 1,000 on gRPC's TCP listener.
     wait_for("the daemon to accept the connections", PATIENCE, || {
-        (fds() >= before + 1576).then_some(())
+        (fds() >= before + 2088 && daemon.logs().contains("ctrd-grpc: connection limit (512)"))
+            .then_some(())
     });
     let count = threads(pid);
     eprintln!(
-        "abuse: {count} threads with 1000 idle connections on each of metrics, debug, ttrpc, gRPC"
+        "abuse: {count} threads, {} MB RSS with 1000 idle connections on each of metrics, debug, ttrpc, gRPC unix, gRPC TCP",
+        rss_mb(pid)
     );
-    assert!(count < 64, "{count} threads with 4,000 idle connections");
-    assert_answering(&daemon);
+    assert!(count < 64, "{count} threads with 5,000 idle connections");
+    // A connection past the unix socket's cap is closed at once.
+    let mut refused = unix_connect(&daemon.socket);
+    refused.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut byte = [0u8; 1];
+    assert_eq!(
+        refused.read(&mut byte).map_err(|e| format!("{e:?}")),
+        Ok(0),
+        "a connection past the gRPC socket's cap is closed"
+    );
+    let logs = daemon.logs();
     assert!(
-        daemon.logs().contains("connection limit (32) reached"),
-        "no log line for the cap"
+        logs.contains("connection limit (32) reached"),
+        "no log line for the HTTP cap"
     );
-    // Once the flood ends, the HTTP listeners serve again.
+    assert!(
+        logs.contains("ctrd-grpc: connection limit (512) reached"),
+        "no log line for the gRPC cap"
+    );
+    // The flood ends: the gRPC socket serves again once gRPC core has closed its ends (the
+    // cap is counted afresh).
     drop(held);
+    wait_for("gRPC to answer again", PATIENCE, || {
+        health_check(&daemon.socket).ok()
+    });
+    assert_answering(&daemon);
+    // And so do the HTTP listeners.
     let answer = wait_for("metrics to answer again", PATIENCE, || {
         let mut stream = tcp(port);
         stream.write_all(b"GET /v1/metrics HTTP/1.0\r\n\r\n").ok()?;

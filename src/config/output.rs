@@ -78,6 +78,7 @@ fn config_entries(config: &Config, version: i64) -> Vec<(String, Node)> {
         grpc_entries.push(value("group", grpc.group.as_str()));
     }
     grpc_entries.extend(own("workers", grpc.workers));
+    grpc_entries.extend(own("max_connections", grpc.max_connections));
     if !v4 {
         root.push(table("grpc", grpc_entries));
     }

@@ -52,6 +52,8 @@ pub struct GrpcConfig {
     pub group: String,
     /// ctrd's own: threads of the worker pool that runs slow calls (0: the default, 8).
     pub workers: usize,
+    /// ctrd's own: connections the unix socket serves at once (0: the default, 512).
+    pub max_connections: usize,
 }
 
 /// The ttrpc socket; an empty address derives from the gRPC one.
@@ -140,6 +142,7 @@ impl Default for GrpcConfig {
             tcp_tls_common_name: String::new(),
             group: String::new(),
             workers: 0,
+            max_connections: 0,
         }
     }
 }

@@ -1,9 +1,17 @@
 //! gRPC listeners (unix socket, TCP with optional TLS/mTLS, a unix socket passed by systemd):
 //! a grpcio server owned by its listener thread (see [`super::listener`]).
 //!
-//! gRPC core cannot listen on a descriptor it did not create, so for a passed socket the
-//! listener thread accepts connections itself (mio, woken by the stop interrupt) and hands
-//! each one to the started server.
+//! Unix sockets (the configured path and a socket systemd passed) are accepted by the
+//! listener thread itself (mio, woken by the stop interrupt), which hands each connection to
+//! the started server: gRPC core cannot listen on a descriptor it did not create, and cannot
+//! cap its connections (1.56 has no such setting). Past `[grpc] max_connections` live
+//! connections a new one is closed at once, with one log line per flood. The count comes from
+//! the kernel: gRPC core closes connections on its own threads without telling us, so when
+//! the connections accepted since the last count would pass the cap, the listener counts the
+//! connected sockets bound to its path in `/proc/net/unix` afresh.
+//!
+//! The TCP listener stays gRPC core's own (it runs the TLS handshake) and is not capped;
+//! gRPC core holds its idle connections on its fixed polling threads, not a thread each.
 
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixListener;
@@ -39,6 +47,9 @@ use super::{socket, ServerError};
 /// How long in-flight calls may run on after stop before they are cancelled.
 const GRACE: Duration = Duration::from_millis(500);
 
+/// Live connections a unix listener serves when `[grpc] max_connections` is 0.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
+
 /// Where a gRPC listener binds.
 pub enum Bind {
     Unix {
@@ -64,6 +75,8 @@ pub struct GrpcSettings {
     pub max_send_message_size: i64,
     /// Completion-queue threads of grpcio (each polls and runs unary handlers).
     pub cq_threads: usize,
+    /// Live connections a unix listener serves at once (0: [`DEFAULT_MAX_CONNECTIONS`]).
+    pub max_connections: usize,
 }
 
 struct GrpcServing {
@@ -73,11 +86,23 @@ struct GrpcServing {
     accept: Option<Acceptor>,
 }
 
-/// The accept loop of a passed socket.
+/// The accept loop of a unix socket.
 struct Acceptor {
     listener: UnixListener,
     poll: mio::Poll,
+    /// The socket's name as `/proc/net/unix` shows it (None: unnamed, so never counted).
+    name: Option<String>,
+    max_connections: usize,
+    /// Connections live at the last count plus those accepted since.
+    live: usize,
+    refusing: bool,
+    /// When the connections were last counted (a flood is refused without counting again
+    /// for [`RECOUNT_INTERVAL`]).
+    counted: Option<std::time::Instant>,
 }
+
+/// How often a listener at its cap counts its connections afresh.
+const RECOUNT_INTERVAL: Duration = Duration::from_millis(100);
 
 const LISTENER: mio::Token = mio::Token(0);
 const WAKE: mio::Token = mio::Token(1);
@@ -126,18 +151,18 @@ pub fn start(
         builder = builder.register_service(service);
     }
     let mut server = builder.build().map_err(|err| fail(err.to_string()))?;
-    let socket_path = match settings.bind {
+    let max_connections = match settings.max_connections {
+        0 => DEFAULT_MAX_CONNECTIONS,
+        n => n,
+    };
+    let (listener, socket_path, label) = match settings.bind {
         Bind::Unix { path, uid, gid } => {
             socket::prepare(&path, uid, gid)?;
-            server
-                .add_listening_port(
-                    format!("unix:{}", path.display()),
-                    ServerCredentials::insecure(),
-                )
+            let listener = UnixListener::bind(&path)
                 .map_err(|err| fail(format!("listen on {}: {err}", path.display())))?;
             socket::secure(&path, uid, gid)?;
             log::info!("serving gRPC on {}", path.display());
-            Some(path)
+            (listener, Some(path.clone()), path.display().to_string())
         }
         Bind::Tcp {
             address,
@@ -147,39 +172,51 @@ pub fn start(
                 .add_listening_port(address.clone(), credentials)
                 .map_err(|err| fail(format!("listen on {address}: {err}")))?;
             log::info!("serving gRPC on tcp {address}");
-            None
-        }
-        Bind::Inherited { listener, label } => {
-            let (acceptor, interrupt) =
-                Acceptor::new(listener).map_err(|err| fail(format!("{label}: {err}")))?;
             server.start();
-            log::info!("serving gRPC on the socket systemd passed ({label})");
             return Ok((
                 Box::new(GrpcServing {
                     name,
                     server,
                     socket: None,
-                    accept: Some(acceptor),
+                    accept: None,
                 }),
-                Some(interrupt),
+                None,
             ));
         }
+        Bind::Inherited { listener, label } => {
+            log::info!("serving gRPC on the socket systemd passed ({label})");
+            (listener, None, label)
+        }
     };
+    let (acceptor, interrupt) =
+        Acceptor::new(listener, max_connections).map_err(|err| fail(format!("{label}: {err}")))?;
     server.start();
     Ok((
         Box::new(GrpcServing {
             name,
             server,
             socket: socket_path,
-            accept: None,
+            accept: Some(acceptor),
         }),
-        None,
+        Some(interrupt),
     ))
 }
 
 impl Acceptor {
-    fn new(listener: UnixListener) -> std::io::Result<(Acceptor, Interrupt)> {
+    fn new(
+        listener: UnixListener,
+        max_connections: usize,
+    ) -> std::io::Result<(Acceptor, Interrupt)> {
         listener.set_nonblocking(true)?;
+        let name = listener.local_addr().ok().and_then(|addr| {
+            use std::os::linux::net::SocketAddrExt as _;
+            if let Some(path) = addr.as_pathname() {
+                Some(path.to_string_lossy().into_owned())
+            } else {
+                addr.as_abstract_name()
+                    .map(|n| format!("@{}", String::from_utf8_lossy(n)))
+            }
+        });
         let poll = mio::Poll::new()?;
         poll.registry().register(
             &mut mio::unix::SourceFd(&listener.as_raw_fd()),
@@ -190,7 +227,54 @@ impl Acceptor {
         let interrupt: Interrupt = Box::new(move || {
             let _ = waker.wake();
         });
-        Ok((Acceptor { listener, poll }, interrupt))
+        Ok((
+            Acceptor {
+                listener,
+                poll,
+                name,
+                max_connections,
+                live: 0,
+                refusing: false,
+                counted: None,
+            },
+            interrupt,
+        ))
+    }
+
+    /// Whether one more connection may be served: counts afresh when the estimate would pass
+    /// the cap (connections gRPC core closed since the last count are only seen then).
+    fn admit(&mut self, listener_name: &str) -> bool {
+        if self.live < self.max_connections {
+            self.live += 1;
+            return true;
+        }
+        let fresh = self
+            .counted
+            .is_some_and(|at| at.elapsed() < RECOUNT_INTERVAL);
+        if self.refusing && fresh {
+            return false;
+        }
+        if let Some(name) = &self.name {
+            match std::fs::read_to_string("/proc/net/unix") {
+                Ok(table) => self.live = connected_to(&table, name),
+                Err(err) => log::warn!("{listener_name}: cannot count connections: {err}"),
+            }
+            self.counted = Some(std::time::Instant::now());
+        }
+        // The new connection is counted already (it is connected to our name).
+        if self.live <= self.max_connections {
+            self.refusing = false;
+            return true;
+        }
+        if !self.refusing {
+            log::warn!(
+                "{listener_name}: connection limit ({}) reached; closing new connections until some end",
+                self.max_connections
+            );
+            self.refusing = true;
+        }
+        self.live -= 1;
+        false
     }
 
     /// Hands every new connection to `server` until `stop` fires.
@@ -214,6 +298,10 @@ impl Acceptor {
             loop {
                 match self.listener.accept() {
                     Ok((stream, _)) => {
+                        if !self.admit(name) {
+                            drop(stream);
+                            continue;
+                        }
                         if let Err(err) = crate::sys::grpc_serve_connection(server, stream) {
                             log::warn!("{name}: dropped a connection: {err}");
                         }
@@ -248,6 +336,22 @@ impl Serving for GrpcServing {
     }
 }
 
+/// Connected sockets named `name` in a `/proc/net/unix` table: the server ends of a
+/// listener's connections (the listener itself is unconnected, state 01; clients are unnamed).
+fn connected_to(table: &str, name: &str) -> usize {
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            // Num RefCount Protocol Flags Type St Inode Path
+            let mut fields = line.split_whitespace();
+            let state = fields.nth(5);
+            let path = fields.nth(1);
+            state == Some("03") && path == Some(name)
+        })
+        .count()
+}
+
 fn clamp(size: i64) -> i32 {
     size.clamp(0, i64::from(i32::MAX)) as i32
 }
@@ -272,5 +376,72 @@ fn shut_down(name: &str, server: &mut grpcio::Server) {
         if rx.recv_timeout(GRACE).is_err() {
             log::warn!("{name}: server did not finish shutting down");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TABLE: &str = "\
+Num       RefCount Protocol Flags    Type St Inode Path
+0000000000000000: 00000002 00000000 00010000 0001 01 1001 /run/ctrd.sock
+0000000000000000: 00000003 00000000 00000000 0001 03 1002 /run/ctrd.sock
+0000000000000000: 00000003 00000000 00000000 0001 03 1003
+0000000000000000: 00000003 00000000 00000000 0001 03 1004 /run/ctrd.sock
+0000000000000000: 00000003 00000000 00000000 0001 03 1005 /run/ctrd.sock.ttrpc
+0000000000000000: 00000002 00000000 00000000 0001 07 1006 /run/ctrd.sock
+";
+
+    #[test]
+    fn only_connected_sockets_of_our_name_are_counted() {
+        assert_eq!(connected_to(TABLE, "/run/ctrd.sock"), 2);
+        assert_eq!(connected_to(TABLE, "/run/ctrd.sock.ttrpc"), 1);
+        assert_eq!(connected_to(TABLE, "/run/other.sock"), 0);
+    }
+
+    #[test]
+    fn past_the_cap_new_connections_are_refused_until_some_end() {
+        let dir = std::env::temp_dir().join(format!("ctrd-grpc-cap-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s.sock");
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path).unwrap();
+        let (mut acceptor, _interrupt) = Acceptor::new(listener, 2).unwrap();
+        let mut clients = Vec::new();
+        let mut served = Vec::new();
+        for _ in 0..3 {
+            clients.push(std::os::unix::net::UnixStream::connect(&path).unwrap());
+            let (stream, _) = loop {
+                match acceptor.listener.accept() {
+                    Ok(pair) => break pair,
+                    Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::yield_now()
+                    }
+                    Err(err) => panic!("accept: {err}"),
+                }
+            };
+            if acceptor.admit("test") {
+                served.push(stream);
+            }
+        }
+        assert_eq!(served.len(), 2, "the third connection is refused");
+        assert!(acceptor.refusing);
+        // One served connection ends (both of its ends close): the next is admitted once
+        // the listener counts again, which it does not within the recount interval.
+        served.pop();
+        clients.remove(1);
+        acceptor.listener.set_nonblocking(false).unwrap();
+        clients.push(std::os::unix::net::UnixStream::connect(&path).unwrap());
+        let (early, _) = acceptor.listener.accept().unwrap();
+        assert!(!acceptor.admit("test"));
+        drop(early);
+        acceptor.counted = None;
+        clients.push(std::os::unix::net::UnixStream::connect(&path).unwrap());
+        let (stream, _) = acceptor.listener.accept().unwrap();
+        assert!(acceptor.admit("test"));
+        assert!(!acceptor.refusing);
+        drop(stream);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

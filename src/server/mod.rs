@@ -356,6 +356,7 @@ impl Daemon {
             max_recv_message_size: config.grpc.max_recv_message_size,
             max_send_message_size: config.grpc.max_send_message_size,
             cq_threads: 1,
+            max_connections: config.grpc.max_connections,
         };
         self.spawn("ctrd-grpc", tx, move || {
             grpc::start("ctrd-grpc", unix, services)
@@ -384,6 +385,7 @@ impl Daemon {
                     max_recv_message_size: config.grpc.max_recv_message_size,
                     max_send_message_size: config.grpc.max_send_message_size,
                     cq_threads: 1,
+                    max_connections: 0,
                 };
                 self.spawn("ctrd-tcp", tx, move || {
                     grpc::start("ctrd-tcp", tcp, tcp_services)
