@@ -2,8 +2,9 @@
 //! collection does is the metadata side's [`Collector`].
 //!
 //! The metadata store reports every committed change as a mutation, marked dirty when it
-//! deleted something. One thread owns the schedule and decides, with containerd's rules and
-//! config keys, when the collector runs:
+//! deleted something. The schedule, a future on the waiting thread (`crate::waiting`; no
+//! thread of its own), decides with containerd's rules and config keys when the collector
+//! runs:
 //! * once `startup_delay` after start;
 //! * `schedule_delay` after a dirty change when `deletion_threshold` is 0 (the default), or
 //!   after that many deletions otherwise;
@@ -11,13 +12,17 @@
 //! * when asked to by [`Scheduler::schedule_and_wait`] (a lease deleted with `sync`).
 //!
 //! Between collections it wakes every interval, where the interval keeps collection pauses
-//! under `pause_threshold` of real time, and skips the run when nothing asked for one.
+//! under `pause_threshold` of real time, and skips the run when nothing asked for one. Each
+//! collection runs on a `ctrd-gc` thread that ends with it; events that arrive meanwhile
+//! are held and counted towards the next one, so a `schedule_and_wait` always gets a
+//! collection that started after it asked.
 
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Sender;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
@@ -59,7 +64,7 @@ pub fn registration() -> Registration {
     Registration::new(types::GC, "scheduler", |ic| {
         let config = ic.config::<SchedulerConfig>()?.clone();
         let meta = ic.single::<Metadata>(types::METADATA)?;
-        let scheduler = Arc::new(Scheduler::start(meta.clone(), config)?);
+        let scheduler = Arc::new(Scheduler::start(meta.clone(), config));
         let feed = Arc::downgrade(&scheduler);
         meta.db.register_mutation_callback(move |dirty| {
             if let Some(s) = feed.upgrade() {
@@ -87,39 +92,57 @@ const MINIMUM_GC_TIME: Duration = Duration::from_millis(5);
 
 type Reply = Sender<Result<Stats, Error>>;
 
+/// What reaches the schedule from outside.
 enum Event {
     Mutation { dirty: bool },
     Trigger(Reply),
-    Stop,
 }
 
-/// The handle to the scheduler thread.
+/// The handle to the schedule.
 pub struct Scheduler {
-    tx: Sender<Event>,
-    thread: Mutex<Option<thread::JoinHandle<()>>>,
+    shared: Arc<Shared>,
     config: SchedulerConfig,
 }
 
+struct Shared {
+    collector: Arc<dyn Collector>,
+    state: Mutex<State>,
+}
+
+struct State {
+    schedule: Loop,
+    /// The `ctrd-gc` thread while a collection runs.
+    collecting: Option<thread::JoinHandle<()>>,
+    /// Events that came during a collection: handled once it is over, as they would have
+    /// been had they waited for the collecting thread.
+    held: Vec<Event>,
+    stopped: bool,
+    /// The schedule's future, woken when its deadline moves or a collection ends.
+    waker: Option<Waker>,
+    /// The deadline the future last set a timer for.
+    timer: Option<Instant>,
+}
+
 impl Scheduler {
-    /// Starts the scheduler thread for `collector`.
-    pub fn start(
-        collector: Arc<dyn Collector>,
-        mut config: SchedulerConfig,
-    ) -> Result<Self, Error> {
+    /// Starts the schedule for `collector` (a future on the waiting thread).
+    pub fn start(collector: Arc<dyn Collector>, mut config: SchedulerConfig) -> Self {
         config.pause_threshold = config.pause_threshold.clamp(0.0, 0.5);
         config.deletion_threshold = config.deletion_threshold.max(0);
         config.mutation_threshold = config.mutation_threshold.max(0);
-        let (tx, rx) = crossbeam_channel::unbounded();
-        let state = Loop::new(collector, config.clone());
-        let thread = thread::Builder::new()
-            .name("gc-scheduler".into())
-            .spawn(move || state.run(rx))
-            .map_err(|err| Error::internal(format!("start gc scheduler: {err}")))?;
-        Ok(Scheduler {
-            tx,
-            thread: Mutex::new(Some(thread)),
-            config,
-        })
+        let shared = Arc::new(Shared {
+            collector,
+            state: Mutex::new(State {
+                schedule: Loop::new(config.clone()),
+                collecting: None,
+                held: Vec::new(),
+                stopped: false,
+                waker: None,
+                timer: None,
+            }),
+        });
+        let polled = shared.clone();
+        crate::waiting::spawn(std::future::poll_fn(move |cx| polled.poll(cx)));
+        Scheduler { shared, config }
     }
 
     /// The effective config (thresholds clamped as containerd does).
@@ -129,24 +152,34 @@ impl Scheduler {
 
     /// Reports one committed change; `dirty` when it deleted something.
     pub fn mutation(&self, dirty: bool) {
-        let _ = self.tx.send(Event::Mutation { dirty });
+        self.shared.event(Event::Mutation { dirty });
     }
 
     /// Schedules a collection and waits for one that started after this call.
     pub fn schedule_and_wait(&self) -> Result<Stats, Error> {
         let (reply, done) = crossbeam_channel::bounded(1);
-        self.tx
-            .send(Event::Trigger(reply))
-            .map_err(|_| Error::unavailable("garbage collector stopped"))?;
+        if !self.shared.event(Event::Trigger(reply)) {
+            return Err(Error::unavailable("garbage collector stopped"));
+        }
         done.recv()
             .map_err(|_| Error::unavailable("garbage collector stopped"))?
     }
 
-    /// Stops the thread; waiters get an error. Idempotent.
+    /// Stops the schedule and waits for a collection that is running; waiters get an
+    /// error. Idempotent.
     pub fn stop(&self) {
-        let _ = self.tx.send(Event::Stop);
-        if let Some(handle) = self.thread.lock().take() {
-            let _ = handle.join();
+        let (collecting, waker) = {
+            let mut state = self.shared.state.lock();
+            state.stopped = true;
+            state.held.clear();
+            state.schedule.waiters.clear();
+            (state.collecting.take(), state.waker.take())
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        if let Some(thread) = collecting {
+            let _ = thread.join();
         }
     }
 }
@@ -157,9 +190,104 @@ impl Drop for Scheduler {
     }
 }
 
-/// The state the scheduler thread keeps between events.
+impl Shared {
+    /// Hands `event` to the schedule; false once it stopped.
+    fn event(&self, event: Event) -> bool {
+        let waker = {
+            let mut state = self.state.lock();
+            if state.stopped {
+                return false;
+            }
+            if state.collecting.is_some() {
+                state.held.push(event);
+                return true;
+            }
+            let before = state.schedule.next;
+            state.schedule.on_event(event);
+            if state.schedule.next == before {
+                return true;
+            }
+            state.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        true
+    }
+
+    /// The schedule as a future: starts a collection when one is due, else sets a timer
+    /// for the next deadline. Ends when stopped.
+    fn poll(self: &Arc<Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut state = self.state.lock();
+        loop {
+            if state.stopped {
+                return Poll::Ready(());
+            }
+            state.waker = Some(cx.waker().clone());
+            if state.collecting.is_some() {
+                return Poll::Pending;
+            }
+            let Some(at) = state.schedule.next else {
+                return Poll::Pending;
+            };
+            let now = Instant::now();
+            if at > now {
+                if state.timer != Some(at) {
+                    state.timer = Some(at);
+                    crate::waiting::wake_at(at, cx.waker());
+                }
+                return Poll::Pending;
+            }
+            if state.schedule.idle() {
+                state.schedule.next = Some(now + state.schedule.interval);
+                continue;
+            }
+            let waiters = std::mem::take(&mut state.schedule.waiters);
+            let shared = self.clone();
+            let spawned = thread::Builder::new()
+                .name("ctrd-gc".into())
+                .spawn(move || shared.collect(waiters));
+            match spawned {
+                Ok(thread) => {
+                    state.collecting = Some(thread);
+                    return Poll::Pending;
+                }
+                Err(err) => {
+                    // `spawn` dropped the waiters with the closure: they see an error.
+                    let err = Error::internal(format!("start a ctrd-gc thread: {err}"));
+                    state.schedule.collected(&Err(err), Duration::ZERO);
+                }
+            }
+        }
+    }
+
+    /// One collection, on the `ctrd-gc` thread.
+    fn collect(self: Arc<Self>, waiters: Vec<Reply>) {
+        let started = Instant::now();
+        let result = self.collector.garbage_collect();
+        let took = started.elapsed();
+        let waker = {
+            let mut state = self.state.lock();
+            state.collecting = None;
+            state.schedule.collected(&result, took);
+            if !state.stopped {
+                for event in std::mem::take(&mut state.held) {
+                    state.schedule.on_event(event);
+                }
+            }
+            state.waker.take()
+        };
+        for waiter in waiters {
+            let _ = waiter.send(result.clone());
+        }
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+}
+
+/// The schedule's state between events.
 struct Loop {
-    collector: Arc<dyn Collector>,
     config: SchedulerConfig,
     next: Option<Instant>,
     collected_once: bool,
@@ -173,10 +301,9 @@ struct Loop {
 }
 
 impl Loop {
-    fn new(collector: Arc<dyn Collector>, config: SchedulerConfig) -> Self {
+    fn new(config: SchedulerConfig) -> Self {
         let startup = config.startup_delay.0;
         Loop {
-            collector,
             next: (!startup.is_zero()).then(|| Instant::now() + startup),
             config,
             collected_once: false,
@@ -190,29 +317,6 @@ impl Loop {
         }
     }
 
-    fn run(mut self, rx: Receiver<Event>) {
-        loop {
-            let timer = match self.next {
-                Some(at) => crossbeam_channel::at(at),
-                None => crossbeam_channel::never(),
-            };
-            crossbeam_channel::select! {
-                recv(rx) -> event => match event {
-                    Ok(Event::Mutation { dirty }) => self.on_event(true, dirty, None),
-                    Ok(Event::Trigger(reply)) => self.on_event(false, false, Some(reply)),
-                    Ok(Event::Stop) | Err(_) => return,
-                },
-                recv(timer) -> _ => {
-                    if self.idle() {
-                        self.next = Some(Instant::now() + self.interval);
-                    } else {
-                        self.collect();
-                    }
-                }
-            }
-        }
-    }
-
     /// Nothing asked for a collection since the last one.
     fn idle(&self) -> bool {
         let threshold = self.config.mutation_threshold;
@@ -222,7 +326,11 @@ impl Loop {
             && (threshold == 0 || self.mutations < threshold)
     }
 
-    fn on_event(&mut self, mutation: bool, dirty: bool, reply: Option<Reply>) {
+    fn on_event(&mut self, event: Event) {
+        let (mutation, dirty, reply) = match event {
+            Event::Mutation { dirty } => (true, dirty, None),
+            Event::Trigger(reply) => (false, false, Some(reply)),
+        };
         if dirty {
             self.deletions += 1;
         }
@@ -246,18 +354,17 @@ impl Loop {
         }
     }
 
-    fn collect(&mut self) {
-        let started = Instant::now();
-        let result = self.collector.garbage_collect();
+    /// Takes in the outcome of a collection that took `took`.
+    fn collected(&mut self, result: &Result<Stats, Error>, took: Duration) {
         self.collected_once = true;
-        match &result {
+        match result {
             Ok(stats) => {
                 log::debug!(
                     "garbage collected: removed {} in {:?}",
                     stats.removed,
                     stats.elapsed
                 );
-                self.time_sum += started.elapsed();
+                self.time_sum += took;
                 self.collections += 1;
                 self.triggered = false;
                 self.deletions = 0;
@@ -272,9 +379,6 @@ impl Loop {
                 log::error!("garbage collection failed: {err}");
                 self.next = Some(Instant::now() + self.interval + Duration::from_secs(1));
             }
-        }
-        for waiter in self.waiters.drain(..) {
-            let _ = waiter.send(result.clone());
         }
     }
 }
@@ -325,7 +429,7 @@ mod tests {
     #[test]
     fn startup_collection_runs_once_then_idles() {
         let c = Arc::new(Counting::default());
-        let s = Scheduler::start(c.clone(), config(1, 0)).unwrap();
+        let s = Scheduler::start(c.clone(), config(1, 0));
         wait_runs(&c, 1);
         // A trigger afterwards gets a collection of its own.
         let stats = s.schedule_and_wait().unwrap();
@@ -338,7 +442,7 @@ mod tests {
     fn deletion_schedules_a_collection_but_plain_mutations_do_not() {
         let c = Arc::new(Counting::default());
         // No startup collection: only events drive it.
-        let s = Scheduler::start(c.clone(), config(0, 0)).unwrap();
+        let s = Scheduler::start(c.clone(), config(0, 0));
         for _ in 0..5 {
             s.mutation(false);
         }
@@ -357,7 +461,7 @@ mod tests {
             mutation_threshold: 3,
             ..config(0, 0)
         };
-        let s = Scheduler::start(c.clone(), cfg).unwrap();
+        let s = Scheduler::start(c.clone(), cfg);
         for _ in 0..3 {
             s.mutation(false);
         }
@@ -371,7 +475,7 @@ mod tests {
             fail: true,
             ..Default::default()
         });
-        let s = Scheduler::start(c.clone(), config(0, 0)).unwrap();
+        let s = Scheduler::start(c.clone(), config(0, 0));
         let err = s.schedule_and_wait().unwrap_err();
         assert_eq!(err.message(), "disk on fire");
         s.stop();
@@ -386,7 +490,7 @@ mod tests {
             mutation_threshold: -4,
             ..config(0, 0)
         };
-        let s = Scheduler::start(c, cfg).unwrap();
+        let s = Scheduler::start(c, cfg);
         assert_eq!(s.config().pause_threshold, 0.5);
         assert_eq!(s.config().mutation_threshold, 0);
         let text = toml::to_string(&SchedulerConfig::default()).unwrap();

@@ -24,7 +24,9 @@
 //! - [`plugin`]: registrations, dependency ordering, init context, the plugin set.
 //! - [`rpc`]: the runtime under the generated gRPC glue (calls, streams, interceptors) and
 //!   in-memory streams for tests.
-//! - [`workers`]: the bounded thread pool for slow calls, and the thread for waiting streams.
+//! - [`workers`]: the bounded thread pool for slow calls.
+//! - [`waiting`]: futures that only wait (event streams, schedules) and their timers, all on
+//!   one thread (the main thread in the daemon).
 //! - [`metrics`]: the Prometheus registry and the gRPC interceptor.
 //! - [`config`]: containerd's config schema, imports and merging, migration, TOML output.
 //! - [`api`]: the generated protobuf messages and service glue, one module per package.
@@ -69,6 +71,7 @@ pub mod services;
 pub mod snapshots;
 pub mod sys;
 pub mod timefmt;
+pub mod waiting;
 pub mod workers;
 
 /// The version ctrd reports (`Version/Version`, `ctrd --version`).

@@ -789,7 +789,7 @@ pub fn server_streaming<Req, Resp>(
 }
 
 /// Runs a server-streaming handler that mostly waits (an events subscription) as a future
-/// on the one `ctrd-waiters` thread (`crate::workers::spawn_waiting`) instead of a thread
+/// on the one waiting thread (`crate::waiting::spawn`; the main thread) instead of a thread
 /// of its own. The future gets the call, the request and a [`WaitingSender`], and gives the
 /// sender back with its result; it must never block.
 pub fn server_streaming_waiting<Req, Resp, Fut>(
@@ -811,7 +811,7 @@ pub fn server_streaming_waiting<Req, Resp, Fut>(
         closed: false,
     };
     let running = f(call.clone(), req, out);
-    crate::workers::spawn_waiting(async move {
+    crate::waiting::spawn(async move {
         let (out, result) = running.await;
         let code = code_of(&result);
         if let Err(err) = &result {

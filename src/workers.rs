@@ -17,12 +17,8 @@
 //!   A call that waits for an outside event (a task's exit) should not hold a worker while
 //!   it waits: `crate::rpc::Reply` lets it answer later from whatever thread sees the event.
 
-use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock};
-use std::task::{Context, Waker};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -179,92 +175,6 @@ fn run(job: Job) {
     }
 }
 
-/// Futures that spend their life waiting (event subscriptions), all polled by one
-/// thread, `ctrd-waiters`, started on first use: a waiting stream costs its future's
-/// memory rather than a thread. A future must never block: it returns `Pending` and is
-/// polled again when its waker is called.
-pub fn spawn_waiting(future: impl Future<Output = ()> + Send + 'static) {
-    match &*WAITERS {
-        Some(tx) => {
-            let _ = tx.send(Waiting::Spawn(Box::pin(future)));
-        }
-        None => log::error!("no ctrd-waiters thread: a waiting stream was dropped"),
-    }
-}
-
-type Task = Pin<Box<dyn Future<Output = ()> + Send>>;
-
-enum Waiting {
-    Spawn(Task),
-    Wake(u64),
-}
-
-static WAITERS: LazyLock<Option<crossbeam_channel::Sender<Waiting>>> = LazyLock::new(|| {
-    let (tx, rx) = crossbeam_channel::unbounded();
-    let wakes = tx.clone();
-    match std::thread::Builder::new()
-        .name("ctrd-waiters".into())
-        .spawn(move || poll_waiting(rx, wakes))
-    {
-        Ok(_) => Some(tx),
-        Err(err) => {
-            log::error!("cannot start the ctrd-waiters thread: {err}");
-            None
-        }
-    }
-});
-
-/// Wakes one waiting task by queueing its id for the waiters thread.
-struct TaskWaker {
-    id: u64,
-    tx: crossbeam_channel::Sender<Waiting>,
-}
-
-impl std::task::Wake for TaskWaker {
-    fn wake(self: Arc<Self>) {
-        let _ = self.tx.send(Waiting::Wake(self.id));
-    }
-}
-
-fn poll_waiting(
-    rx: crossbeam_channel::Receiver<Waiting>,
-    wakes: crossbeam_channel::Sender<Waiting>,
-) {
-    let mut tasks: HashMap<u64, Task> = HashMap::new();
-    let mut next = 0u64;
-    for message in rx.iter() {
-        let id = match message {
-            Waiting::Spawn(task) => {
-                next += 1;
-                tasks.insert(next, task);
-                next
-            }
-            Waiting::Wake(id) => id,
-        };
-        let Some(task) = tasks.get_mut(&id) else {
-            continue;
-        };
-        let waker = Waker::from(Arc::new(TaskWaker {
-            id,
-            tx: wakes.clone(),
-        }));
-        let mut cx = Context::from_waker(&waker);
-        let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            task.as_mut().poll(&mut cx).is_ready()
-        }));
-        let done = polled.unwrap_or_else(|_| {
-            log::error!("a waiting stream panicked");
-            true
-        });
-        if done {
-            tasks.remove(&id);
-            if tasks.is_empty() {
-                tasks.shrink_to_fit();
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -370,50 +280,5 @@ mod tests {
             .recv_timeout(Duration::from_secs(10))
             .expect("the next job ran");
         assert_eq!(name.as_deref(), Some("test-panic-0"));
-    }
-
-    #[test]
-    fn waiting_futures_share_one_thread_and_run_when_woken() {
-        let (tx, rx) = crossbeam_channel::unbounded();
-        let gates: Vec<_> = (0..50)
-            .map(|_| Arc::new(parking_lot::Mutex::new((false, None::<Waker>))))
-            .collect();
-        for (i, gate) in gates.iter().enumerate() {
-            let (gate, tx) = (gate.clone(), tx.clone());
-            spawn_waiting(async move {
-                std::future::poll_fn(|cx| {
-                    let mut g = gate.lock();
-                    if g.0 {
-                        std::task::Poll::Ready(())
-                    } else {
-                        g.1 = Some(cx.waker().clone());
-                        std::task::Poll::Pending
-                    }
-                })
-                .await;
-                let _ = tx.send((i, std::thread::current().name().map(str::to_string)));
-            });
-        }
-        assert!(rx.try_recv().is_err(), "a task ran before its wake");
-        for gate in &gates {
-            // Once polled, each waits with its waker stored.
-            let mut waker = None;
-            wait_until("the task's first poll", || {
-                let mut g = gate.lock();
-                waker = g.1.take();
-                g.0 = waker.is_some();
-                g.0
-            });
-            waker.expect("stored").wake();
-        }
-        let mut seen = std::collections::HashSet::new();
-        for _ in 0..gates.len() {
-            let (i, name) = rx
-                .recv_timeout(Duration::from_secs(10))
-                .expect("woken task ran");
-            assert_eq!(name.as_deref(), Some("ctrd-waiters"));
-            seen.insert(i);
-        }
-        assert_eq!(seen.len(), gates.len());
     }
 }

@@ -3,8 +3,9 @@
 
 mod common;
 
+use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::UnixDatagram;
+use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::time::Duration;
 
 use common::{Daemon, Options};
@@ -182,7 +183,8 @@ fn sigusr1_writes_every_thread_stack_to_a_file() {
         (!text.is_empty()).then_some(text)
     });
     assert!(text.contains("\"ctrd-grpc\""), "{text}");
-    assert!(text.contains("\"ctrd-signals\""), "{text}");
+    // The main thread reads the signals itself.
+    assert!(text.contains("\"ctrd\":"), "{text}");
     assert!(daemon.logs().contains("BEGIN thread stack dump"));
     let (status, _) = daemon.terminate();
     assert!(status.success());
@@ -325,4 +327,138 @@ fn ctr_namespaces_create_list_label_remove() {
     assert!(root
         .join("io.containerd.metadata.v1.bolt/meta.redb")
         .exists());
+}
+
+/// ctrd's own threads in an idle daemon with the metrics and debug listeners on: the main
+/// thread (signals, timers and every waiting future), one thread per listener, and the gRPC
+/// server's completion queue.
+const CTRD_IDLE: [&str; 6] = [
+    "ctrd",
+    "ctrd-grpc",
+    "ctrd-grpc-cq-0",
+    "ctrd-ttrpc",
+    "ctrd-metrics",
+    "ctrd-debug",
+];
+
+/// ctrd's threads that run for a while at start-up and end on their own.
+const CTRD_START_UP: [&str; 4] = ["ctrd-init", "ctrd-recover", "ctrd-ovl-check", "ctrd-gc"];
+
+/// gRPC core's own threads, named by gRPC core and cut to 15 bytes by the kernel: the
+/// default and resolver executors, the timer manager, the event engine's timer and the
+/// threads of its pool.
+const GRPC_CORE: [&str; 5] = [
+    "default-executo",
+    "resolver-execut",
+    "grpc_global_tim",
+    "timer_manager",
+    "event_engine",
+];
+
+/// gRPC core's idle threads outside its event engine's pool (one of each).
+const GRPC_CORE_FIXED: usize = 4;
+
+/// The ceiling for an idle daemon: ctrd's 6; gRPC core's 4 and its event engine's pool,
+/// which keeps one thread per configured CPU (2 to 16) and often one more started during
+/// start-up (it leaves after 30 s in which no work reached it, which may be never): 13 on
+/// a 2-CPU machine.
+fn idle_ceiling() -> usize {
+    // gRPC core counts configured CPUs (sysconf(_SC_NPROCESSORS_CONF)), as glibc does:
+    // the cpuN entries of /sys/devices/system/cpu.
+    let cpus = std::fs::read_dir("/sys/devices/system/cpu")
+        .unwrap()
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .filter(|name| {
+            name.strip_prefix("cpu")
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .count();
+    CTRD_IDLE.len() + GRPC_CORE_FIXED + cpus.clamp(2, 16) + 1
+}
+
+fn thread_names(pid: i32) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .map(|comm| comm.trim_end().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn idle_threads_are_few_named_and_listed_by_the_debug_endpoint_and_the_docs() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let daemon = Daemon::start_with(
+        "threads",
+        Options {
+            config: Some(format!(
+                "version = 3\n[metrics]\naddress = '127.0.0.1:{port}'\n\
+                 [debug]\naddress = '@DIR@/debug.sock'\n"
+            )),
+            ..Default::default()
+        },
+    );
+    let ceiling = idle_ceiling();
+    let mut ctrd_idle = CTRD_IDLE.to_vec();
+    ctrd_idle.sort_unstable();
+    // Ready; wait for the start-up threads to end (the overlayfs check's unmount waits for
+    // an RCU grace period). Every thread seen meanwhile must be one of the known ones.
+    let idle = common::wait_for("the threads to settle", Duration::from_secs(90), || {
+        let names = thread_names(daemon.pid());
+        for name in &names {
+            assert!(
+                CTRD_IDLE
+                    .iter()
+                    .chain(&CTRD_START_UP)
+                    .chain(&GRPC_CORE)
+                    .any(|known| known == name),
+                "unknown thread {name:?} among {names:?}"
+            );
+        }
+        let ours: Vec<&str> = names
+            .iter()
+            .map(String::as_str)
+            .filter(|name| !GRPC_CORE.contains(name))
+            .collect();
+        (ours == ctrd_idle && names.len() <= ceiling).then_some(names)
+    });
+    eprintln!(
+        "{} threads when idle (ceiling {ceiling}): {idle:?}",
+        idle.len()
+    );
+
+    // /debug/pprof/threads lists each by name with its job, then its stack.
+    let mut debug = UnixStream::connect(daemon.dir.join("debug.sock")).unwrap();
+    debug
+        .write_all(b"GET /debug/pprof/threads HTTP/1.0\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    debug.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.0 200"), "{answer}");
+    let (_, body) = answer.split_once("\r\n\r\n").unwrap();
+    let (list, stacks) = body.split_once("\n\n").unwrap();
+    for name in &idle {
+        let line = list
+            .lines()
+            .find(|line| line.split_whitespace().nth(1) == Some(name.as_str()))
+            .unwrap_or_else(|| panic!("{name} not in the list:\n{list}"));
+        assert!(!line.ends_with("(not one of ctrd's)"), "{line}");
+        assert!(stacks.contains(&format!("\"{name}\":")), "{name}: no stack");
+    }
+
+    // docs/architecture.md names every one.
+    let docs =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/architecture.md"))
+            .unwrap();
+    for name in CTRD_IDLE.iter().chain(&CTRD_START_UP).chain(&GRPC_CORE) {
+        assert!(
+            docs.contains(name),
+            "docs/architecture.md does not name {name}"
+        );
+    }
 }

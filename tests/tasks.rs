@@ -372,7 +372,11 @@ fn a_restarted_manager_reconnects_live_shims_and_cleans_dead_ones() {
     assert_eq!(readiness.pending(), 1);
     let err = manager.get(&ns, "hung").map(|_| ()).unwrap_err();
     assert_eq!(err.class(), ctrd::errdefs::Class::Unavailable, "{err}");
-    readiness.wait();
+    let (ready_tx, ready) = crossbeam_channel::bounded(1);
+    readiness.when_ready(move || ready_tx.send(()).unwrap());
+    ready
+        .recv_timeout(WAIT)
+        .expect("ready once the hung bundle is dealt with");
     drop(hung);
 
     let task = manager.get(&ns, "live").expect("live task recovered");

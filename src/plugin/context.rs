@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use parking_lot::{Condvar, Mutex};
+use parking_lot::Mutex;
 
 use super::{properties, Meta, Set};
 use crate::errdefs::Error;
@@ -13,7 +13,7 @@ use crate::errdefs::Error;
 /// The plugins that asked the daemon to wait for them before it reports ready.
 #[derive(Clone, Default)]
 pub struct Readiness {
-    inner: Arc<(Mutex<Pending>, Condvar)>,
+    inner: Arc<Mutex<Pending>>,
 }
 
 #[derive(Default)]
@@ -21,6 +21,8 @@ struct Pending {
     next: u64,
     /// Registration number → what it waits for (for health's answer).
     waiting: BTreeMap<u64, String>,
+    /// Called once nothing is waiting any more ([`Readiness::when_ready`]).
+    when_ready: Vec<Box<dyn FnOnce() + Send>>,
 }
 
 /// Held by a plugin that has registered readiness; [`ReadyGuard::done`] reports it ready.
@@ -42,7 +44,7 @@ impl Readiness {
 
     /// Registers one more plugin to wait for; `what` names it in [`Readiness::waiting_for`].
     pub fn register_named(&self, what: String) -> ReadyGuard {
-        let mut pending = self.inner.0.lock();
+        let mut pending = self.inner.lock();
         let number = pending.next;
         pending.next += 1;
         pending.waiting.insert(number, what);
@@ -55,29 +57,38 @@ impl Readiness {
 
     /// How many registered plugins have not reported ready yet.
     pub fn pending(&self) -> usize {
-        self.inner.0.lock().waiting.len()
+        self.inner.lock().waiting.len()
     }
 
     /// What the registrations still pending wait for, in registration order.
     pub fn waiting_for(&self) -> Vec<String> {
-        self.inner.0.lock().waiting.values().cloned().collect()
+        self.inner.lock().waiting.values().cloned().collect()
     }
 
-    /// Blocks until every registered plugin has reported ready.
-    pub fn wait(&self) {
-        let (pending, cond) = &*self.inner;
-        let mut pending = pending.lock();
-        while !pending.waiting.is_empty() {
-            cond.wait(&mut pending);
+    /// Calls `ready` once every registered plugin has reported ready: at once, here, when
+    /// none is pending, else on the thread that reports the last one. It must not block.
+    pub fn when_ready(&self, ready: impl FnOnce() + Send + 'static) {
+        let mut pending = self.inner.lock();
+        if pending.waiting.is_empty() {
+            drop(pending);
+            ready();
+        } else {
+            pending.when_ready.push(Box::new(ready));
         }
     }
 
     fn release(&self, number: u64) {
-        let (pending, cond) = &*self.inner;
-        let mut pending = pending.lock();
-        pending.waiting.remove(&number);
-        if pending.waiting.is_empty() {
-            cond.notify_all();
+        let callbacks = {
+            let mut pending = self.inner.lock();
+            pending.waiting.remove(&number);
+            if pending.waiting.is_empty() {
+                std::mem::take(&mut pending.when_ready)
+            } else {
+                Vec::new()
+            }
+        };
+        for ready in callbacks {
+            ready();
         }
     }
 }
@@ -215,7 +226,6 @@ impl InitContext {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn readiness_waits_for_every_guard() {
@@ -229,18 +239,13 @@ mod tests {
         assert_eq!(readiness.waiting_for(), ["", "the disk"]);
         named.done();
         let (tx, rx) = crossbeam_channel::bounded(1);
-        let waiter = {
-            let readiness = readiness.clone();
-            std::thread::spawn(move || {
-                readiness.wait();
-                tx.send(()).expect("send");
-            })
-        };
-        assert!(rx.recv_timeout(Duration::from_millis(50)).is_err());
-        second.done();
-        rx.recv_timeout(Duration::from_secs(5))
-            .expect("wait returns once all are done");
-        waiter.join().expect("join");
+        readiness.when_ready(move || tx.send(()).expect("send"));
+        assert!(rx.try_recv().is_err(), "called with a registration pending");
+        // The last one reports ready on another thread; the callback runs there.
+        std::thread::spawn(move || second.done())
+            .join()
+            .expect("join");
+        rx.try_recv().expect("called once all are done");
     }
 
     #[test]
@@ -248,6 +253,8 @@ mod tests {
         let readiness = Readiness::new();
         drop(readiness.register());
         assert_eq!(readiness.pending(), 0);
-        readiness.wait();
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        readiness.when_ready(move || tx.send(()).expect("send"));
+        rx.try_recv().expect("called at once");
     }
 }

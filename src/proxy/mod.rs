@@ -55,7 +55,7 @@ impl Channels {
                 Arc::new(
                     EnvBuilder::new()
                         .cq_count(1)
-                        .name_prefix("proxy-cq")
+                        .name_prefix("ctrd-proxy-cq")
                         .build(),
                 )
             })

@@ -64,8 +64,7 @@ impl TaskManager {
             std::fs::create_dir_all(dir)
                 .map_err(|err| Error::from(err).context(format!("create {}", dir.display())))?;
         }
-        let monitor =
-            Monitor::start().map_err(|err| Error::from(err).context("start shim monitor"))?;
+        let monitor = Monitor::new();
         let manager = Arc::new(TaskManager {
             state,
             root,
@@ -501,56 +500,55 @@ impl TaskManager {
         exit
     }
 
-    /// Follows the shims' `/tasks/exit` events on a `ctrd-task-exits` thread.
+    /// Follows the shims' `/tasks/exit` events: a future on the waiting thread
+    /// (`crate::waiting`) that turns each into the exit of a process of a known task.
     fn follow_exits(self: Arc<Self>) -> Result<(), Error> {
         let subscription = self
             .exchange
             .subscribe(&["topic==\"/tasks/exit\"".to_string()])?;
         let manager = Arc::downgrade(&self);
-        std::thread::Builder::new()
-            .name("ctrd-task-exits".into())
-            .spawn(move || {
-                let next = || loop {
-                    match subscription.try_next() {
-                        crate::events::Next::Event(envelope) => return Some(envelope),
-                        crate::events::Next::Ended => return None,
-                        crate::events::Next::Empty => {
-                            if subscription.bell().recv().is_err() {
-                                return None;
-                            }
-                        }
-                    }
-                };
-                while let Some(envelope) = next() {
+        crate::waiting::spawn(std::future::poll_fn(move |cx| loop {
+            match subscription.try_next() {
+                crate::events::Next::Event(envelope) => {
                     let Some(manager) = manager.upgrade() else {
-                        return;
+                        return std::task::Poll::Ready(());
                     };
-                    let Some(any) = envelope.event.as_ref() else {
-                        continue;
-                    };
-                    let Ok(exit) = <TaskExit as protobuf::Message>::parse_from_bytes(&any.value)
-                    else {
-                        continue;
-                    };
-                    let found = manager
-                        .tasks
-                        .lock()
-                        .get(&key(&envelope.namespace, &exit.container_id))
-                        .cloned();
-                    if let Some(task) = found {
-                        task.exited(
-                            &exit.id,
-                            Exit {
-                                pid: exit.pid,
-                                status: exit.exit_status,
-                                at: crate::api::system_time(&exit.exited_at),
-                            },
-                        );
+                    manager.on_task_exit(&envelope);
+                }
+                crate::events::Next::Ended => return std::task::Poll::Ready(()),
+                crate::events::Next::Empty => {
+                    if subscription.poll_news(cx).is_pending() {
+                        return std::task::Poll::Pending;
                     }
                 }
-            })
-            .map_err(|err| Error::from(err).context("start task exit thread"))?;
+            }
+        }));
         Ok(())
+    }
+
+    /// One `/tasks/exit` event: the process it names has exited.
+    fn on_task_exit(&self, envelope: &crate::api::types::Envelope) {
+        let Some(any) = envelope.event.as_ref() else {
+            return;
+        };
+        let Ok(exit) = <TaskExit as protobuf::Message>::parse_from_bytes(&any.value) else {
+            return;
+        };
+        let found = self
+            .tasks
+            .lock()
+            .get(&key(&envelope.namespace, &exit.container_id))
+            .cloned();
+        if let Some(task) = found {
+            task.exited(
+                &exit.id,
+                Exit {
+                    pid: exit.pid,
+                    status: exit.exit_status,
+                    at: crate::api::system_time(&exit.exited_at),
+                },
+            );
+        }
     }
 
     /// Registers `waiter` for the exit of a process of `task`; checks the shim's state

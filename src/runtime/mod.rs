@@ -7,9 +7,9 @@
 //! ([`recover`]); until that is done the daemon is not ready and task calls for ids not
 //! yet recovered answer Unavailable.
 //!
-//! Threads: calls arrive on gRPC threads; `ctrd-shims` drains logs and sees shims exit;
-//! `ctrd-task-exits` turns the shims' `/tasks/exit` events into process exits;
-//! `ctrd-recover` runs once at start.
+//! Threads: calls arrive on gRPC threads; `ctrd-shims` drains logs and sees shims exit
+//! (only while there are shims); a waiting future (`crate::waiting`) turns the shims'
+//! `/tasks/exit` events into process exits; `ctrd-recover` runs once at start.
 //!
 //! This file holds the domain types (configuration, create options, timeouts); the
 //! manager is [`manager`], its plugin [`plugin`].

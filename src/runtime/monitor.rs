@@ -1,5 +1,7 @@
 //! The `ctrd-shims` thread: one mio loop that drains every shim's `log` FIFO and watches
-//! every shim process through a pidfd.
+//! every shim process through a pidfd. It runs only while it has something to drain or
+//! watch: the first registration starts it, and it ends once the last one is forgotten
+//! (an idle daemon without tasks has no such thread).
 //!
 //! Logs: a shim writes its stderr into `<bundle>/log`; if nobody reads, the shim blocks once
 //! the pipe is full. ctrd opens each FIFO read-write (so it never sees end-of-file and
@@ -11,8 +13,10 @@
 //! child; the watcher's callback then runs on a short-lived `ctrd-shim-exit` thread (it
 //! may run the shim's `delete`, which takes tens of milliseconds).
 //!
-//! Protocol: callers send a [`Command`] and wake the poll; the thread owns every
-//! descriptor it was given and closes it when told to forget it or when it stops.
+//! Protocol: callers send a [`Command`] and wake the poll (starting the thread when none
+//! runs); the thread owns every descriptor it was given and closes it when told to forget
+//! it or when it stops. It decides to end under the lock that senders hold, and only with
+//! its queue empty, so no command is ever left unread.
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
@@ -73,26 +77,30 @@ const WAKER: Token = Token(0);
 
 /// The handle of the `ctrd-shims` thread.
 pub struct Monitor {
-    tx: Sender<Command>,
-    waker: Arc<Waker>,
-    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    shared: Arc<Mutex<Shared>>,
     next_key: std::sync::atomic::AtomicU64,
 }
 
+#[derive(Default)]
+struct Shared {
+    /// The running thread, if any.
+    running: Option<Running>,
+    stopped: bool,
+}
+
+struct Running {
+    tx: Sender<Command>,
+    waker: Waker,
+    thread: std::thread::JoinHandle<()>,
+}
+
 impl Monitor {
-    pub fn start() -> std::io::Result<Monitor> {
-        let poll = Poll::new()?;
-        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let (tx, rx) = crossbeam_channel::unbounded();
-        let thread = std::thread::Builder::new()
-            .name("ctrd-shims".into())
-            .spawn(move || run(poll, rx))?;
-        Ok(Monitor {
-            tx,
-            waker,
-            thread: Mutex::new(Some(thread)),
+    /// A monitor with no thread yet.
+    pub fn new() -> Monitor {
+        Monitor {
+            shared: Arc::default(),
             next_key: std::sync::atomic::AtomicU64::new(1),
-        })
+        }
     }
 
     /// A key for a new registration.
@@ -102,9 +110,12 @@ impl Monitor {
     }
 
     pub fn send(&self, command: Command) {
-        if self.tx.send(command).is_ok() {
-            let _ = self.waker.wake();
-        }
+        send(&self.shared, command);
+    }
+
+    /// Whether the thread runs (tests).
+    pub fn running(&self) -> bool {
+        self.shared.lock().running.is_some()
     }
 
     /// Keeps draining log `log_key` until process `pid` (its shim, which may serve other
@@ -116,27 +127,77 @@ impl Monitor {
             then();
             return;
         };
-        let (tx, waker) = (self.tx.clone(), self.waker.clone());
+        let shared = self.shared.clone();
         self.send(Command::Watch {
             key: self.key(),
             pidfd,
             on_exit: Box::new(move || {
-                if tx.send(Command::Forget(log_key)).is_ok() {
-                    let _ = waker.wake();
-                }
+                send(&shared, Command::Forget(log_key));
                 then();
             }),
         });
     }
 
-    /// Stops the thread and closes every descriptor it holds.
+    /// Stops the thread and closes every descriptor it holds; later commands are dropped.
     pub fn stop(&self) {
-        self.send(Command::Stop);
-        let thread = self.thread.lock().take();
-        if let Some(thread) = thread {
-            let _ = thread.join();
+        let running = {
+            let mut shared = self.shared.lock();
+            shared.stopped = true;
+            shared.running.take()
+        };
+        if let Some(running) = running {
+            if running.tx.send(Command::Stop).is_ok() {
+                let _ = running.waker.wake();
+            }
+            let _ = running.thread.join();
         }
     }
+}
+
+impl Default for Monitor {
+    fn default() -> Self {
+        Monitor::new()
+    }
+}
+
+/// Queues `command` for the thread, starting it when none runs. With no thread there is
+/// nothing registered, so a `Forget` or `Stop` has nothing to do.
+fn send(shared: &Arc<Mutex<Shared>>, command: Command) {
+    let mut state = shared.lock();
+    if state.stopped {
+        return;
+    }
+    if state.running.is_none() {
+        if matches!(command, Command::Forget(_) | Command::Stop) {
+            return;
+        }
+        match start(shared.clone()) {
+            Ok(running) => state.running = Some(running),
+            Err(err) => {
+                drop(state);
+                log::error!("shim monitor: cannot start the ctrd-shims thread: {err}");
+                if let Command::Watch { on_exit, .. } = command {
+                    fire(on_exit);
+                }
+                return;
+            }
+        }
+    }
+    if let Some(running) = &state.running {
+        if running.tx.send(command).is_ok() {
+            let _ = running.waker.wake();
+        }
+    }
+}
+
+fn start(shared: Arc<Mutex<Shared>>) -> std::io::Result<Running> {
+    let poll = Poll::new()?;
+    let waker = Waker::new(poll.registry(), WAKER)?;
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let thread = std::thread::Builder::new()
+        .name("ctrd-shims".into())
+        .spawn(move || run(poll, rx, &shared))?;
+    Ok(Running { tx, waker, thread })
 }
 
 enum Entry {
@@ -170,7 +231,7 @@ impl Entry {
     }
 }
 
-fn run(mut poll: Poll, rx: Receiver<Command>) {
+fn run(mut poll: Poll, rx: Receiver<Command>, shared: &Mutex<Shared>) {
     let mut entries: HashMap<Token, Entry> = HashMap::new();
     let mut next = 1usize;
     let mut events = Events::with_capacity(64);
@@ -265,6 +326,14 @@ fn run(mut poll: Poll, rx: Receiver<Command>) {
                 }
             }
         }
+        if entries.is_empty() {
+            // Nothing left to watch: end, unless a command came meanwhile.
+            let mut state = shared.lock();
+            if rx.is_empty() {
+                state.running = None;
+                return;
+            }
+        }
     }
 }
 
@@ -352,7 +421,11 @@ mod tests {
 
     #[test]
     fn logs_are_drained_and_process_exits_reported() {
-        let monitor = Monitor::start().unwrap();
+        let monitor = Monitor::new();
+        assert!(
+            !monitor.running(),
+            "no thread before the first registration"
+        );
         let dir = tempfile::tempdir().unwrap();
         let fifo = dir.path().join("log");
         crate::sys::mknod(&fifo, libc::S_IFIFO | 0o700, 0, 0).unwrap();
@@ -363,8 +436,9 @@ mod tests {
             .open(&fifo)
             .unwrap();
         let ring = Arc::new(Mutex::new(LogRing::default()));
+        let log_key = monitor.key();
         monitor.send(Command::Log {
-            key: monitor.key(),
+            key: log_key,
             namespace: "default".into(),
             id: "t1".into(),
             file: reader,
@@ -401,7 +475,30 @@ mod tests {
         child.wait().unwrap();
         rx.recv_timeout(Duration::from_secs(10))
             .expect("exit reported");
+        // The log keeps the thread; once it is forgotten, the thread ends.
+        assert!(monitor.running());
+        monitor.send(Command::Forget(log_key));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while monitor.running() {
+            assert!(std::time::Instant::now() < deadline, "thread still running");
+            std::thread::yield_now();
+        }
+        // A new registration starts a new one.
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pidfd = crate::sys::pidfd_open(child.id()).unwrap();
+        child.wait().unwrap();
+        monitor.send(Command::Watch {
+            key: monitor.key(),
+            pidfd,
+            on_exit: Box::new(move || {
+                let _ = tx.send(());
+            }),
+        });
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("exit of a process that had already ended reported");
         monitor.stop();
+        assert!(!monitor.running());
     }
 
     use std::os::unix::fs::OpenOptionsExt as _;

@@ -204,7 +204,7 @@ pub fn delete(
     let mut stderr = child.stderr.take().expect("stderr is piped");
     let (tx, rx) = crossbeam_channel::bounded(1);
     let reader = std::thread::Builder::new()
-        .name("ctrd-shim-delete".into())
+        .name("ctrd-shim-del".into())
         .spawn(move || {
             let mut out = Vec::new();
             let mut err = Vec::new();

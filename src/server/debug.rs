@@ -1,6 +1,7 @@
 //! The debug endpoints: `/debug/vars` (JSON), `/debug/pprof/` (index), a CPU profile at
-//! `/debug/pprof/profile?seconds=N`, a thread dump at `/debug/pprof/threads` and each
-//! task's shim log at `/debug/shims/<ns>/<id>/log`.
+//! `/debug/pprof/profile?seconds=N`, a thread dump at `/debug/pprof/threads` (every thread
+//! by id and name with its job, then every stack) and each task's shim log at
+//! `/debug/shims/<ns>/<id>/log`.
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
@@ -116,7 +117,7 @@ fn profile(query: &str) -> Reply {
 const INDEX: &str = "<html><head><title>/debug/pprof/</title></head><body>\n\
 <p>ctrd profiles:</p>\n<ul>\n\
 <li><a href=\"profile?seconds=30\">profile</a>: CPU profile (pprof format)</li>\n\
-<li><a href=\"threads\">threads</a>: every thread's stack</li>\n\
+<li><a href=\"threads\">threads</a>: every thread by name with its job, then its stack</li>\n\
 </ul>\n<p><a href=\"/debug/vars\">/debug/vars</a></p>\n</body></html>\n";
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use super::{Event, ServerError};
+use super::{Event, EventSender, ServerError};
 
 /// A started server, owned by its listener thread.
 pub trait Serving: Send {
@@ -36,7 +36,7 @@ pub struct Listener {
 
 struct ExitGuard {
     name: &'static str,
-    events: Sender<Event>,
+    events: EventSender,
     expected: bool,
 }
 
@@ -61,7 +61,7 @@ impl Listener {
     /// hook it may return is kept by the handle.
     pub fn spawn(
         name: &'static str,
-        events: Sender<Event>,
+        events: EventSender,
         start: impl FnOnce() -> Result<(Box<dyn Serving>, Option<Interrupt>), ServerError>
             + Send
             + 'static,
@@ -165,7 +165,7 @@ mod tests {
 
     #[test]
     fn a_server_that_fails_on_its_own_reports_exited() {
-        let (tx, rx) = crossbeam_channel::unbounded();
+        let (tx, rx) = EventSender::detached();
         let listener = Listener::spawn("test-fail", tx, || Ok((Box::new(FailsOnItsOwn), None)))
             .expect("spawn");
         assert!(matches!(next(&rx), Event::ListenerReady("test-fail")));
@@ -181,7 +181,7 @@ mod tests {
 
     #[test]
     fn a_failed_start_reports_failed_and_a_stop_reports_nothing() {
-        let (tx, rx) = crossbeam_channel::unbounded();
+        let (tx, rx) = EventSender::detached();
         let failed = Listener::spawn("test-start", tx.clone(), || {
             Err(ServerError::Listener("test-start", "bind: in use".into()))
         })

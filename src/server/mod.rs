@@ -1,10 +1,17 @@
-//! Boot and stop: the main thread's event loop and the threads it owns.
+//! Boot and stop: the main thread's loop and the threads it owns.
+//!
+//! The main thread waits in one mio poll on its [`Event`] channel (every send wakes the
+//! poll), on the signalfd (`signals.rs`) and on the next timer of the waiting futures
+//! (`crate::waiting`: events subscriptions, the follower of the shims' exits, the garbage
+//! collection schedule), which it runs between its own events. No other thread of ctrd
+//! exists only to wait.
 //!
 //! Protocol (all messages are [`Event`]s on one crossbeam channel read by the main thread):
 //! 0. Take the sockets systemd passed (`fd://` addresses) and clear its variables, resolve
 //!    socket groups (`activation.rs`): this touches the environment, so no thread exists yet.
-//! 1. Block SIGTERM/SIGINT/SIGUSR1 and start `ctrd-signals` before any other thread exists,
-//!    so every later thread inherits the mask and no signal is lost during boot.
+//! 1. Block SIGTERM/SIGINT/SIGUSR1, open their signalfd and make the main thread the one
+//!    that runs waiting futures, before any other thread exists: every later thread
+//!    inherits the mask, and no signal is lost during boot.
 //! 2. Create the top-level directories, apply `oom_score` and `cgroup.path`, check
 //!    `[timeouts]`.
 //! 3. Start `ctrd-init`: it initialises the plugins in graph order and answers
@@ -12,13 +19,16 @@
 //!    for the answer and stops.
 //! 4. Start one thread per listener with the services of every loaded plugin; each answers
 //!    [`Event::ListenerReady`] or [`Event::ListenerFailed`].
-//! 5. Once all are ready, `ctrd-ready` waits for plugin readiness and sends [`Event::Ready`]:
-//!    health turns SERVING, `READY=1` goes to systemd.
+//! 5. Once all are ready, the plugins' readiness sends [`Event::Ready`] when its last
+//!    registration is done (at once when none is pending): health turns SERVING, `READY=1`
+//!    goes to systemd.
 //! 6. SIGUSR1 dumps every thread's stack. SIGTERM/SIGINT (or a listener that dies on its
 //!    own) stop the daemon: `STOPPING=1`, health NOT_SERVING, the healthcheck plugin's
-//!    `shutdown_drain` (cut short by a second signal), listeners stopped (in-flight
-//!    calls drained, then cancelled), plugins closed in reverse init order, socket files
-//!    removed. A dead listener makes the exit status non-zero.
+//!    `shutdown_drain` (cut short by a second signal), then the `ctrd-stop` thread stops
+//!    the listeners (in-flight calls drained, then cancelled), closes the plugins in reverse
+//!    init order, removes socket files and answers [`Event::Stopped`]. Meanwhile the main
+//!    thread keeps running the waiting futures (streams see their calls cancelled and end)
+//!    and still answers SIGUSR1. A dead listener makes the exit status non-zero.
 
 mod activation;
 mod apply;
@@ -36,15 +46,17 @@ mod signals;
 mod socket;
 pub mod stacks;
 mod summary;
+pub mod threads;
 mod tls;
 mod ttrpc;
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Receiver, Sender};
 
 pub use init::registry;
 
@@ -94,6 +106,8 @@ pub enum ServerError {
     Metrics(#[from] crate::metrics::MetricsError),
     #[error("{0} thread could not be started: {1}")]
     Thread(&'static str, std::io::Error),
+    #[error("main loop: {0}")]
+    MainLoop(std::io::Error),
 }
 
 /// Messages to the main thread.
@@ -104,6 +118,136 @@ pub enum Event {
     ListenerFailed(&'static str, ServerError),
     ListenerExited(&'static str, String),
     Ready,
+    /// `ctrd-stop` has stopped the listeners and closed the plugins.
+    Stopped,
+}
+
+/// The main thread's mailbox: every event sent wakes its loop.
+#[derive(Clone)]
+pub struct EventSender {
+    tx: Sender<Event>,
+    waker: Option<Arc<mio::Waker>>,
+}
+
+impl EventSender {
+    /// Queues `event` for the main thread; false when it is gone.
+    pub fn send(&self, event: Event) -> bool {
+        if self.tx.send(event).is_err() {
+            return false;
+        }
+        if let Some(waker) = &self.waker {
+            let _ = waker.wake();
+        }
+        true
+    }
+
+    /// A sender whose events are read from the returned receiver alone (tests).
+    #[cfg(test)]
+    pub fn detached() -> (EventSender, Receiver<Event>) {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        (EventSender { tx, waker: None }, rx)
+    }
+}
+
+const SIGNALS: mio::Token = mio::Token(0);
+const WAKE: mio::Token = mio::Token(1);
+
+/// What the main thread waits on: its events, the signalfd, and the waiting futures'
+/// timers.
+struct MainLoop {
+    poll: mio::Poll,
+    ready: mio::Events,
+    signals: signals::Signals,
+    pending: VecDeque<i32>,
+    rx: Receiver<Event>,
+    tx: EventSender,
+    /// `None` only if waiting futures already ran elsewhere (see `crate::waiting`).
+    waiting: Option<crate::waiting::Executor>,
+}
+
+impl MainLoop {
+    /// Step 1; call it before any other thread exists.
+    fn new() -> Result<MainLoop, ServerError> {
+        let signals = signals::Signals::block().map_err(ServerError::Signals)?;
+        let poll = mio::Poll::new().map_err(ServerError::MainLoop)?;
+        signals
+            .register(poll.registry(), SIGNALS)
+            .map_err(ServerError::Signals)?;
+        let waker =
+            Arc::new(mio::Waker::new(poll.registry(), WAKE).map_err(ServerError::MainLoop)?);
+        let hook = waker.clone();
+        let waiting = crate::waiting::install(Arc::new(move || {
+            let _ = hook.wake();
+        }));
+        if waiting.is_none() {
+            log::warn!("waiting futures already run on another thread");
+        }
+        let (tx, rx) = crossbeam_channel::unbounded();
+        Ok(MainLoop {
+            poll,
+            ready: mio::Events::with_capacity(8),
+            signals,
+            pending: VecDeque::new(),
+            rx,
+            tx: EventSender {
+                tx,
+                waker: Some(waker),
+            },
+            waiting,
+        })
+    }
+
+    fn sender(&self) -> &EventSender {
+        &self.tx
+    }
+
+    /// The next event, or `None` once `deadline` has passed; waiting futures run meanwhile.
+    fn next(&mut self, deadline: Option<Instant>) -> Option<Event> {
+        loop {
+            if let Some(sig) = self.pending.pop_front() {
+                return Some(Event::Signal(sig));
+            }
+            if let Ok(event) = self.rx.try_recv() {
+                return Some(event);
+            }
+            let timer = self
+                .waiting
+                .as_mut()
+                .and_then(crate::waiting::Executor::run);
+            if let Ok(event) = self.rx.try_recv() {
+                return Some(event);
+            }
+            let now = Instant::now();
+            if deadline.is_some_and(|d| d <= now) {
+                return None;
+            }
+            let until = match (deadline, timer) {
+                (Some(d), Some(t)) => Some(d.min(t)),
+                (d, t) => d.or(t),
+            };
+            let timeout = until.map(|u| u.saturating_duration_since(now));
+            if let Err(err) = self.poll.poll(&mut self.ready, timeout) {
+                if err.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Some(Event::ListenerExited("ctrd", format!("main loop: {err}")));
+            }
+            if self.ready.iter().any(|e| e.token() == SIGNALS) {
+                if let Err(err) = self.signals.read_into(&mut self.pending) {
+                    log::error!("reading signals failed: {err}");
+                }
+            }
+        }
+    }
+
+    /// The next event, however long it takes.
+    fn recv(&mut self) -> Event {
+        loop {
+            if let Some(event) = self.next(None) {
+                return event;
+            }
+        }
+    }
 }
 
 /// Runs the daemon until it is stopped; `Ok` means a clean stop on a signal.
@@ -113,19 +257,15 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
     let endpoints = activation::resolve(&mut config, passed)?;
     // gRPC core's own diagnostics (TLS handshake failures…) go through our logger.
     grpcio::redirect_log();
-    let (tx, rx) = crossbeam_channel::unbounded();
-    let signals = signals::SignalThread::start(tx.clone())?;
-    let result = boot_and_serve(config, endpoints, started, &tx, &rx);
-    signals.stop();
-    result
+    let mut main = MainLoop::new()?;
+    boot_and_serve(config, endpoints, started, &mut main)
 }
 
 fn boot_and_serve(
     config: Config,
     mut endpoints: activation::Endpoints,
     started: Instant,
-    tx: &Sender<Event>,
-    rx: &crossbeam_channel::Receiver<Event>,
+    main: &mut MainLoop,
 ) -> Result<(), ServerError> {
     dirs::create_top_level(&config)?;
     crate::workers::configure(config.grpc.workers);
@@ -144,7 +284,7 @@ fn boot_and_serve(
             config.clone(),
             readiness.clone(),
             cancel.clone(),
-            tx.clone(),
+            main.sender().clone(),
         );
         std::thread::Builder::new()
             .name("ctrd-init".into())
@@ -158,7 +298,7 @@ fn boot_and_serve(
     // Step 3: wait for the plugins, handling signals meanwhile.
     let mut stop_requested = false;
     let set = loop {
-        match rx.recv().expect("the main thread holds a sender") {
+        match main.recv() {
             Event::Signal(sig) if sig == libc::SIGUSR1 => stacks::dump_to_log_and_file(),
             Event::Signal(sig) => {
                 log::info!("received signal {} during start-up", signal_name(sig));
@@ -189,37 +329,38 @@ fn boot_and_serve(
         health,
         ttrpc_serving: false,
     };
-    let expected = match daemon.start_listeners(&config, &mut endpoints, started, tx) {
+    let sender = main.sender().clone();
+    let expected = match daemon.start_listeners(&config, &mut endpoints, started, &sender) {
         Ok(expected) => expected,
         Err(err) => {
-            daemon.stop();
+            daemon.stop(main);
             return Err(err);
         }
     };
     let mut ready_listeners = 0;
     let outcome = loop {
-        let event = match rx.recv_timeout(TRIM_INTERVAL) {
-            Ok(event) => event,
-            Err(_) => {
-                // Quiet for a while: hand back what a burst left free in the heap.
-                if crate::sys::trim_heap(TRIM_MIN_FREE) {
-                    log::debug!("returned free heap memory to the system");
-                }
-                continue;
+        let Some(event) = main.next(Some(Instant::now() + TRIM_INTERVAL)) else {
+            // Quiet for a while: hand back what a burst left free in the heap.
+            if crate::sys::trim_heap(TRIM_MIN_FREE) {
+                log::debug!("returned free heap memory to the system");
             }
+            continue;
         };
         match event {
             Event::Signal(sig) if sig == libc::SIGUSR1 => stacks::dump_to_log_and_file(),
             Event::Signal(sig) => {
                 log::info!("received signal {}", signal_name(sig));
-                daemon.drain(rx);
+                daemon.drain(main);
                 break Ok(());
             }
             Event::ListenerReady(name) => {
                 log::debug!("{name} ready");
                 ready_listeners += 1;
                 if ready_listeners == expected {
-                    spawn_ready_waiter(&readiness, tx)?;
+                    let tx = sender.clone();
+                    readiness.when_ready(move || {
+                        tx.send(Event::Ready);
+                    });
                 }
             }
             Event::ListenerFailed(_, err) => break Err(err),
@@ -239,10 +380,10 @@ fn boot_and_serve(
                     log::debug!("{line}");
                 }
             }
-            Event::Init(_) => {}
+            Event::Init(_) | Event::Stopped => {}
         }
     };
-    daemon.stop();
+    daemon.stop(main);
     outcome
 }
 
@@ -251,18 +392,6 @@ const TRIM_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Free heap memory kept without trimming.
 const TRIM_MIN_FREE: usize = 4 << 20;
-
-fn spawn_ready_waiter(readiness: &Readiness, tx: &Sender<Event>) -> Result<(), ServerError> {
-    let (readiness, tx) = (readiness.clone(), tx.clone());
-    std::thread::Builder::new()
-        .name("ctrd-ready".into())
-        .spawn(move || {
-            readiness.wait();
-            let _ = tx.send(Event::Ready);
-        })
-        .map(|_| ())
-        .map_err(|err| ServerError::Thread("ctrd-ready", err))
-}
 
 struct Daemon {
     set: Set,
@@ -274,7 +403,7 @@ struct Daemon {
 impl Daemon {
     /// Shutdown has begun: answer NOT_SERVING for the configured drain before anything
     /// closes; a second SIGTERM/SIGINT ends the wait.
-    fn drain(&self, rx: &crossbeam_channel::Receiver<Event>) {
+    fn drain(&self, main: &mut MainLoop) {
         let Some(health) = &self.health else { return };
         let drain = health.drain();
         if drain.is_zero() {
@@ -287,15 +416,15 @@ impl Daemon {
             config::format_duration(drain)
         );
         let deadline = Instant::now() + drain;
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match rx.recv_timeout(left) {
-                Ok(Event::Signal(sig)) if sig != libc::SIGUSR1 => {
+        loop {
+            match main.next(Some(deadline)) {
+                Some(Event::Signal(sig)) if sig != libc::SIGUSR1 => {
                     log::info!("received signal {}: ending the drain", signal_name(sig));
                     return;
                 }
-                Ok(Event::Signal(_)) => stacks::dump_to_log_and_file(),
-                Ok(_) => {}
-                Err(_) => return,
+                Some(Event::Signal(_)) => stacks::dump_to_log_and_file(),
+                Some(_) => {}
+                None => return,
             }
         }
     }
@@ -307,7 +436,7 @@ impl Daemon {
         config: &Config,
         endpoints: &mut activation::Endpoints,
         started: Instant,
-        tx: &Sender<Event>,
+        tx: &EventSender,
     ) -> Result<usize, ServerError> {
         // TLS material is checked before anything listens.
         let tcp_credentials = if config.grpc.tcp_address.is_empty() {
@@ -447,7 +576,7 @@ impl Daemon {
     fn spawn(
         &mut self,
         name: &'static str,
-        tx: &Sender<Event>,
+        tx: &EventSender,
         start: impl FnOnce()
                 -> Result<(Box<dyn listener::Serving>, Option<listener::Interrupt>), ServerError>
             + Send
@@ -471,7 +600,39 @@ impl Daemon {
             .collect()
     }
 
-    fn stop(self) {
+    /// Stops the listeners and closes the plugins on the `ctrd-stop` thread, while the main
+    /// thread keeps running the waiting futures and answering SIGUSR1 until it is done.
+    fn stop(self, main: &mut MainLoop) {
+        let (hand_tx, hand_rx) = crossbeam_channel::bounded::<Daemon>(1);
+        let done = main.sender().clone();
+        let spawned = std::thread::Builder::new()
+            .name("ctrd-stop".into())
+            .spawn(move || {
+                if let Ok(daemon) = hand_rx.recv() {
+                    daemon.stop_now();
+                }
+                done.send(Event::Stopped);
+            });
+        let thread = match spawned {
+            Ok(thread) => thread,
+            Err(err) => {
+                log::warn!("stopping on the main thread: no ctrd-stop thread: {err}");
+                self.stop_now();
+                return;
+            }
+        };
+        let _ = hand_tx.send(self);
+        loop {
+            match main.recv() {
+                Event::Stopped => break,
+                Event::Signal(sig) if sig == libc::SIGUSR1 => stacks::dump_to_log_and_file(),
+                _ => {}
+            }
+        }
+        let _ = thread.join();
+    }
+
+    fn stop_now(self) {
         notify::notify("STOPPING=1");
         if let Some(health) = &self.health {
             health.set_stopping();

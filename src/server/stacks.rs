@@ -1,4 +1,6 @@
-//! SIGUSR1: every thread's backtrace, to the log and to `$TMPDIR/ctrd.<pid>.stacks.log`.
+//! SIGUSR1 and `/debug/pprof/threads`: a list of every thread by id and name with its job
+//! (`super::threads`), then each thread's backtrace; SIGUSR1 writes it to the log and to
+//! `$TMPDIR/ctrd.<pid>.stacks.log`.
 //!
 //! Each thread is asked, with a real-time signal sent to it alone, to record the return
 //! addresses of its own stack into a shared slot; the dumping thread then symbolises them.
@@ -62,10 +64,21 @@ pub fn dump() -> String {
         })
         .unwrap_or_default();
     tids.sort_unstable();
-    for tid in tids {
-        let name = fs::read_to_string(format!("/proc/self/task/{tid}/comm"))
-            .map(|s| s.trim().to_string())
-            .unwrap_or_else(|_| "?".into());
+    let names: Vec<String> = tids
+        .iter()
+        .map(|tid| {
+            fs::read_to_string(format!("/proc/self/task/{tid}/comm"))
+                .map(|s| s.trim().to_string())
+                .unwrap_or_else(|_| "?".into())
+        })
+        .collect();
+    let _ = writeln!(out, "{} threads:", tids.len());
+    for (tid, name) in tids.iter().zip(&names) {
+        let job = super::threads::lookup(name).map_or("(not one of ctrd's)", |k| k.job);
+        let _ = writeln!(out, "  {tid:>8}  {name:<16} {job}");
+    }
+    out.push('\n');
+    for (&tid, name) in tids.iter().zip(&names) {
         let _ = writeln!(out, "thread {tid} \"{name}\":");
         let frames = if tid == me {
             let mut own = Vec::new();
@@ -149,19 +162,37 @@ mod tests {
     #[test]
     fn dump_names_other_threads_and_their_frames() {
         let (tx, rx) = crossbeam_channel::bounded::<()>(0);
+        let (started_tx, started) = crossbeam_channel::bounded::<()>(1);
         let parked = std::thread::Builder::new()
             .name("stack-test-peer".into())
             .spawn(move || {
+                let _ = started_tx.send(());
                 let _ = rx.recv();
             })
             .expect("spawn");
+        // A new thread has its creator's name until it has set its own.
+        started.recv().expect("peer started");
         let text = dump();
         drop(tx);
         parked.join().expect("join");
         let section = text
             .split("\n\n")
             .find(|s| s.contains("\"stack-test-peer\""))
-            .expect("peer thread listed");
+            .unwrap_or_else(|| panic!("peer thread listed: {text}"));
         assert!(section.contains("  0: 0x"), "frames recorded: {section}");
+        // The list up front names every thread with its job.
+        let (list, _) = text.split_once("\n\n").expect("a list, then the stacks");
+        assert!(list.starts_with(|c: char| c.is_ascii_digit()), "{list}");
+        assert!(
+            list.lines()
+                .next()
+                .is_some_and(|l| l.ends_with(" threads:")),
+            "{list}"
+        );
+        let peer = list
+            .lines()
+            .find(|l| l.contains(" stack-test-peer "))
+            .expect("peer in the list");
+        assert!(peer.ends_with("(not one of ctrd's)"), "{peer}");
     }
 }

@@ -42,8 +42,9 @@ impl Events for EventsService {
     }
 }
 
-/// `Subscribe` as a waiting future (on the one `ctrd-waiters` thread, not a thread per
-/// subscriber): send what is queued, then wait for news or for the client to leave.
+/// `Subscribe` as a waiting future (on the one waiting thread, `crate::waiting`, not a
+/// thread per subscriber): send what is queued, then wait for news or for the client to
+/// leave.
 fn subscribe(
     exchange: &Exchange,
     req: SubscribeRequest,

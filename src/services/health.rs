@@ -8,7 +8,7 @@
 //!
 //! The plugin's config (ctrd's own keys) decides what "ready" and "stopping" take:
 //! `wait_for_paths` holds readiness (and systemd's `READY=1`) until each path exists, checked
-//! every 100 ms on the `ctrd-health-wait` thread; `shutdown_drain` keeps the listeners open,
+//! every 100 ms by a waiting future (`crate::waiting`, no thread); `shutdown_drain` keeps the listeners open,
 //! answering NOT_SERVING, for that long after shutdown begins.
 
 use std::path::PathBuf;
@@ -232,27 +232,26 @@ pub fn registration() -> Registration {
             let paths: Vec<PathBuf> = config.wait_for_paths.iter().map(PathBuf::from).collect();
             let what = format!("paths {}", config.wait_for_paths.join(", "));
             let guard = ic.register_readiness_for(&what);
-            let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
+            let closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let closing = closed.clone();
             log::info!(
                 "ready once these exist: {}",
                 config.wait_for_paths.join(", ")
             );
-            std::thread::Builder::new()
-                .name("ctrd-health-wait".into())
-                .spawn(move || {
-                    while let Some(missing) = paths.iter().find(|p| !p.exists()) {
-                        log::debug!("still waiting for {}", missing.display());
-                        // The sender is dropped when the plugin closes.
-                        if let Err(crossbeam_channel::RecvTimeoutError::Disconnected) =
-                            stop_rx.recv_timeout(PATH_POLL)
-                        {
-                            return;
-                        }
+            crate::waiting::spawn(async move {
+                while let Some(missing) = paths.iter().find(|p| !p.exists()) {
+                    log::debug!("still waiting for {}", missing.display());
+                    crate::waiting::sleep_until(std::time::Instant::now() + PATH_POLL).await;
+                    // The plugin closed: the daemon is stopping.
+                    if closed.load(std::sync::atomic::Ordering::Acquire) {
+                        return;
                     }
-                    guard.done();
-                })
-                .map_err(|err| Error::internal(format!("ctrd-health-wait thread: {err}")))?;
-            instance = instance.with_close(move || drop(stop_tx));
+                }
+                guard.done();
+            });
+            instance = instance.with_close(move || {
+                closing.store(true, std::sync::atomic::Ordering::Release);
+            });
         }
         Ok(instance)
     })

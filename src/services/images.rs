@@ -228,7 +228,13 @@ mod tests {
         let db = Arc::new(Db::open(&dir.path().join("meta.redb")).unwrap());
         let store = Arc::new(content::Store::open(&dir.path().join("content")).unwrap());
         let meta = Arc::new(Metadata::new(db.clone(), store, SharingPolicy::Shared));
-        let gc = Arc::new(Scheduler::start(meta.clone(), SchedulerConfig::default()).unwrap());
+        // No start-up collection: it could sweep the content a test commits before the
+        // image that roots it is created. Tests collect with schedule_and_wait.
+        let config = SchedulerConfig {
+            startup_delay: crate::config::GoDuration(std::time::Duration::ZERO),
+            ..SchedulerConfig::default()
+        };
+        let gc = Arc::new(Scheduler::start(meta.clone(), config));
         let exchange = Arc::new(Exchange::new());
         let events = exchange.subscribe(&[]).unwrap();
         Fixture {

@@ -3,7 +3,7 @@
 //! with two lower directories must succeed in a scratch directory under the root. Also the
 //! mount options the kernel wants (`index=off`, `userxattr`).
 //!
-//! The test mount is made by a short-lived thread (`ctrd-overlay-check`) in a private mount
+//! The test mount is made by a short-lived thread (`ctrd-ovl-check`) in a private mount
 //! namespace of its own: the caller waits only for the mount's outcome, while the thread
 //! unmounts (which waits for the kernel's RCU grace period, milliseconds of start-up) and
 //! removes the scratch directory. Should the process die first, the mount dies with the
@@ -132,7 +132,7 @@ fn mount_check(root: &Path, prefix: &str, extra: &[&str]) -> io::Result<Cleanup>
     let (tx, rx) = crossbeam_channel::bounded(1);
     let thread_scratch = scratch.clone();
     let spawned = std::thread::Builder::new()
-        .name("ctrd-overlay-check".into())
+        .name("ctrd-ovl-check".into())
         .spawn(move || check_thread(&m, &thread_scratch, &tx));
     let handle = match spawned {
         Ok(handle) => handle,
