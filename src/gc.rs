@@ -255,7 +255,7 @@ impl Shared {
                 Err(err) => {
                     // `spawn` dropped the waiters with the closure: they see an error.
                     let err = Error::internal(format!("start a ctrd-gc thread: {err}"));
-                    state.schedule.collected(&Err(err), Duration::ZERO);
+                    state.schedule.collected(&Err(err));
                 }
             }
         }
@@ -263,13 +263,11 @@ impl Shared {
 
     /// One collection, on the `ctrd-gc` thread.
     fn collect(self: Arc<Self>, waiters: Vec<Reply>) {
-        let started = Instant::now();
         let result = self.collector.garbage_collect();
-        let took = started.elapsed();
         let waker = {
             let mut state = self.state.lock();
             state.collecting = None;
-            state.schedule.collected(&result, took);
+            state.schedule.collected(&result);
             if !state.stopped {
                 for event in std::mem::take(&mut state.held) {
                     state.schedule.on_event(event);
@@ -354,8 +352,9 @@ impl Loop {
         }
     }
 
-    /// Takes in the outcome of a collection that took `took`.
-    fn collected(&mut self, result: &Result<Stats, Error>, took: Duration) {
+    /// Takes in the outcome of a collection; the pace follows the time its metadata
+    /// transaction took (`Stats::elapsed`), as containerd's does.
+    fn collected(&mut self, result: &Result<Stats, Error>) {
         self.collected_once = true;
         match result {
             Ok(stats) => {
@@ -364,7 +363,7 @@ impl Loop {
                     stats.removed,
                     stats.elapsed
                 );
-                self.time_sum += took;
+                self.time_sum += stats.elapsed;
                 self.collections += 1;
                 self.triggered = false;
                 self.deletions = 0;
