@@ -400,7 +400,7 @@ pub fn mknod(path: &std::path::Path, mode: u32, major: u32, minor: u32) -> io::R
 pub fn lutimes(path: &std::path::Path, atime: (i64, u32), mtime: (i64, u32)) -> io::Result<()> {
     let path = c_path(path)?;
     let spec = |(sec, nsec): (i64, u32)| libc::timespec {
-        tv_sec: sec as libc::time_t,
+        tv_sec: sec as _,
         tv_nsec: nsec as _,
     };
     let times = [spec(atime), spec(mtime)];
