@@ -359,9 +359,11 @@ const GRPC_CORE: [&str; 5] = [
 const GRPC_CORE_FIXED: usize = 4;
 
 /// The ceiling for an idle daemon: ctrd's 6; gRPC core's 4 and its event engine's pool,
-/// which keeps one thread per configured CPU (2 to 16) and often one more started during
-/// start-up (it leaves after 30 s in which no work reached it, which may be never): 13 on
-/// a 2-CPU machine.
+/// which keeps one thread per configured CPU (2 to 16) and starts more while busy (at
+/// start-up on a loaded machine too; they leave after 30 s in which no work reached them,
+/// which may be never), so up to twice as many and two more are allowed: 6 + 4 + 6 = 16
+/// on a 2-CPU machine, where an idle daemon runs 12 or 13. A thread per connection or per
+/// call would pass it.
 fn idle_ceiling() -> usize {
     // gRPC core counts configured CPUs (sysconf(_SC_NPROCESSORS_CONF)), as glibc does:
     // the cpuN entries of /sys/devices/system/cpu.
@@ -373,7 +375,7 @@ fn idle_ceiling() -> usize {
                 .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
         })
         .count();
-    CTRD_IDLE.len() + GRPC_CORE_FIXED + cpus.clamp(2, 16) + 1
+    CTRD_IDLE.len() + GRPC_CORE_FIXED + 2 * cpus.clamp(2, 16) + 2
 }
 
 fn thread_names(pid: i32) -> Vec<String> {
@@ -425,12 +427,13 @@ fn idle_threads_are_few_named_and_listed_by_the_debug_endpoint_and_the_docs() {
             .map(String::as_str)
             .filter(|name| !GRPC_CORE.contains(name))
             .collect();
-        (ours == ctrd_idle && names.len() <= ceiling).then_some(names)
+        (ours == ctrd_idle).then_some(names)
     });
     eprintln!(
         "{} threads when idle (ceiling {ceiling}): {idle:?}",
         idle.len()
     );
+    assert!(idle.len() <= ceiling, "{} threads: {idle:?}", idle.len());
 
     // /debug/pprof/threads lists each by name with its job, then its stack.
     let mut debug = UnixStream::connect(daemon.dir.join("debug.sock")).unwrap();
