@@ -429,35 +429,55 @@ impl<T> StreamReceiver<T> {
     }
 }
 
+impl<T> StreamReceiver<T> {
+    /// The next message if it has arrived already, without blocking: None when it has not
+    /// (a gRPC receive is under way then), else what [`next`](Iterator::next) would return.
+    pub fn try_next(&mut self) -> Option<Option<RpcResult<T>>> {
+        let item = match &mut self.source {
+            InSource::Grpc(stream) => {
+                let mut cx = std::task::Context::from_waker(futures_util::task::noop_waker_ref());
+                match stream.poll_next_unpin(&mut cx) {
+                    std::task::Poll::Pending => return None,
+                    std::task::Poll::Ready(item) => item.map(|item| item.map_err(receive_failed)),
+                }
+            }
+            InSource::Memory(rx) => match rx.try_recv() {
+                Ok(item) => Some(item),
+                Err(crossbeam_channel::TryRecvError::Empty) => return None,
+                Err(crossbeam_channel::TryRecvError::Disconnected) => None,
+            },
+        };
+        Some(item.map(|item| self.note(item)))
+    }
+
+    /// Counts a received message, or marks the call cancelled after a failed receive.
+    fn note(&self, item: RpcResult<T>) -> RpcResult<T> {
+        match &item {
+            Ok(_) => self.call.received(),
+            Err(_) => self.call.cancelled.store(true, Ordering::Relaxed),
+        }
+        item
+    }
+}
+
+fn receive_failed(err: grpcio::Error) -> Error {
+    Error::new(
+        crate::errdefs::Class::Canceled,
+        format!("receive failed: {err}"),
+    )
+}
+
 impl<T> Iterator for StreamReceiver<T> {
     type Item = RpcResult<T>;
 
     fn next(&mut self) -> Option<RpcResult<T>> {
-        let stream = match &mut self.source {
-            InSource::Grpc(stream) => stream,
-            InSource::Memory(rx) => {
-                let item = rx.recv().ok()?;
-                match &item {
-                    Ok(_) => self.call.received(),
-                    Err(_) => self.call.cancelled.store(true, Ordering::Relaxed),
-                }
-                return Some(item);
+        let item = match &mut self.source {
+            InSource::Grpc(stream) => {
+                futures_executor::block_on(stream.next())?.map_err(receive_failed)
             }
+            InSource::Memory(rx) => rx.recv().ok()?,
         };
-        let item = futures_executor::block_on(stream.next())?;
-        Some(match item {
-            Ok(msg) => {
-                self.call.received();
-                Ok(msg)
-            }
-            Err(err) => {
-                self.call.cancelled.store(true, Ordering::Relaxed);
-                Err(Error::new(
-                    crate::errdefs::Class::Canceled,
-                    format!("receive failed: {err}"),
-                ))
-            }
-        })
+        Some(self.note(item))
     }
 }
 

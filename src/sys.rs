@@ -328,28 +328,48 @@ pub fn syncfs(path: &std::path::Path) -> io::Result<()> {
     }
 }
 
-/// Keeps the C allocator's footprint small on a long-lived daemon: large blocks (such as
-/// the 1 MiB message buffers of content transfers) are always mapped and unmapped on free,
-/// instead of glibc raising its mmap threshold and keeping them in the heap, and at most
-/// `arenas` malloc arenas are created however many threads allocate (each arena keeps its
-/// own free memory, so fewer arenas means a smaller peak when several streams run). A no-op with musl,
-/// whose allocator does both already.
-pub fn tune_allocator(mmap_threshold: usize, arenas: usize) {
+/// Starts writing `len` bytes of `file` at `offset` back to its device and returns without
+/// waiting for them (`sync_file_range` with `SYNC_FILE_RANGE_WRITE`), so that a later
+/// `fsync` finds little left to write. Durability still comes from that `fsync` alone.
+pub fn start_writeback(file: &std::fs::File, offset: u64, len: u64) -> io::Result<()> {
+    let (Ok(offset), Ok(len)) = (
+        libc::off64_t::try_from(offset),
+        libc::off64_t::try_from(len),
+    ) else {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    };
+    // SAFETY: sync_file_range only reads the descriptor, which `file` keeps open for the call.
+    let rc = unsafe {
+        libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE)
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Sets the C allocator's policy for a long-lived daemon: blocks below `mmap_threshold`
+/// (such as the 1 MiB messages of content transfers and gRPC's socket buffers) come from
+/// the heap, so a stream reuses the same memory from one message to the next instead of
+/// mapping fresh pages for each (a page fault per 4 KiB, and on unmap a TLB flush on every
+/// core), and the heap keeps up to `trim_threshold` free at its top before it shrinks (the
+/// main thread returns the rest once the daemon is idle, `trim_heap`). Fixed values also keep
+/// glibc from raising the mmap threshold on its own. At most `arenas` malloc arenas are
+/// created however many threads allocate (each arena keeps its own free memory, so fewer
+/// arenas means a smaller peak when several streams run). A no-op with musl.
+pub fn tune_allocator(mmap_threshold: usize, trim_threshold: usize, arenas: usize) {
     #[cfg(target_env = "gnu")]
     // SAFETY: mallopt only changes allocator parameters; called once, before other threads.
     #[allow(unsafe_code)]
     unsafe {
-        libc::mallopt(
-            libc::M_MMAP_THRESHOLD,
-            libc::c_int::try_from(mmap_threshold).unwrap_or(libc::c_int::MAX),
-        );
-        libc::mallopt(
-            libc::M_ARENA_MAX,
-            libc::c_int::try_from(arenas).unwrap_or(libc::c_int::MAX),
-        );
+        let int = |n: usize| libc::c_int::try_from(n).unwrap_or(libc::c_int::MAX);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, int(mmap_threshold));
+        libc::mallopt(libc::M_TRIM_THRESHOLD, int(trim_threshold));
+        libc::mallopt(libc::M_ARENA_MAX, int(arenas));
     }
     #[cfg(not(target_env = "gnu"))]
-    let _ = (mmap_threshold, arenas);
+    let _ = (mmap_threshold, trim_threshold, arenas);
 }
 
 /// Gives memory the allocator holds free back to the system, when more than `min_free`

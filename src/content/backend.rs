@@ -8,7 +8,7 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 
-use super::{Digest, Info, Status, Store, Writer};
+use super::{Appended, Digest, Info, Status, Store, Writer};
 use crate::errdefs::Error;
 
 /// Positional reads of one blob.
@@ -30,6 +30,22 @@ pub trait BlobWriter: Send {
     fn offset(&self) -> i64;
     fn set_total(&mut self, total: i64) -> Result<(), Error>;
     fn write(&mut self, data: &[u8]) -> Result<(), Error>;
+    /// Appends `data` after everything given before. A backend that hashes and writes on
+    /// threads of its own (the local store) may return None at once and report the outcome
+    /// through [`settle`](BlobWriter::settle); the default writes here and returns it.
+    fn append(&mut self, data: Vec<u8>) -> Result<Option<Appended>, Error> {
+        self.write(&data)?;
+        Ok(Some(Appended {
+            offset: self.offset(),
+            digest: self.digest(),
+        }))
+    }
+    /// The outcome of the oldest chunk [`append`](BlobWriter::append) returned None for and
+    /// that is not yet settled, in order; with `wait` once it is done. None when no such
+    /// chunk is left (or, without `wait`, the oldest is still in work).
+    fn settle(&mut self, _wait: bool) -> Option<Result<Appended, Error>> {
+        None
+    }
     fn truncate(&mut self, size: i64) -> Result<(), Error>;
     /// The digest of the bytes written so far.
     fn digest(&self) -> Digest;
@@ -96,6 +112,14 @@ impl BlobWriter for LocalWriter {
 
     fn write(&mut self, data: &[u8]) -> Result<(), Error> {
         self.inner.write(data)
+    }
+
+    fn append(&mut self, data: Vec<u8>) -> Result<Option<Appended>, Error> {
+        self.inner.append(data)
+    }
+
+    fn settle(&mut self, wait: bool) -> Option<Result<Appended, Error>> {
+        self.inner.settle(wait)
     }
 
     fn truncate(&mut self, size: i64) -> Result<(), Error> {

@@ -9,16 +9,20 @@
 //!    creates or resumes its ingest directory; a resumed ingest continues at the length of its
 //!    `data` file, also after a daemon restart.
 //! 2. [`Writer::write`] appends to `data` and hashes incrementally; nothing is buffered.
+//!    [`Writer::append`] takes the chunk itself instead: large chunks are hashed and written
+//!    on two threads of the ingest while the caller receives the next one (see [`pipeline`]),
+//!    and [`Writer::settle`] reports each one's outcome in order.
 //! 3. [`Writer::commit`] validates size and digest, then renames `data` to its blob path, so a
 //!    blob never appears partially. A failed validation leaves the ingest in place and resumable.
 //! 4. Dropping the [`Writer`] releases the lock; [`Store::abort`] removes an ingest.
 //!
-//! Labels are not kept here; they live in the metadata store. All calls are synchronous and
-//! run on the caller's thread; the store is safe to share between threads.
+//! Labels are not kept here; they live in the metadata store. All calls but `append` are
+//! synchronous and run on the caller's thread; the store is safe to share between threads.
 
 pub mod backend;
 mod digest;
 mod ingest;
+mod pipeline;
 pub mod plugin;
 mod writer;
 
@@ -34,7 +38,7 @@ use parking_lot::Mutex;
 
 pub use backend::{Backend, BlobWriter, ContentHandle, ReadAt};
 pub use digest::Digest;
-pub use writer::Writer;
+pub use writer::{Writer, PIPELINE_MIN_CHUNK};
 
 use ingest::io_error;
 
@@ -69,6 +73,14 @@ pub struct Status {
     pub expected: Option<Digest>,
     pub started_at: SystemTime,
     pub updated_at: SystemTime,
+}
+
+/// A chunk handed to [`Writer::append`] once hashed and written: the ingest's size and
+/// digest after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    pub offset: i64,
+    pub digest: Digest,
 }
 
 /// The refs that have an open [`Writer`] in this process.

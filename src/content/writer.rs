@@ -3,7 +3,10 @@
 //!
 //! A writer holds its ref's lock until dropped. Dropping it without committing leaves the
 //! ingest on disk, resumable by the next [`Store::writer`](super::Store::writer) for the ref.
-//! Runs on the thread of the call that drives the write stream.
+//! Runs on the thread of the call that drives the write stream; chunks of at least
+//! [`PIPELINE_MIN_CHUNK`] given to [`Writer::append`] are hashed and written by the ingest's
+//! [`Pipeline`] threads, which run until a call needs the writer settled (write, truncate,
+//! commit, drop).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read as _, Seek as _, SeekFrom, Write as _};
@@ -17,7 +20,12 @@ use crate::errdefs::{Class, Error};
 
 use super::digest::Digest;
 use super::ingest::{self, io_error};
-use super::{RefLock, Status};
+use super::pipeline::Pipeline;
+use super::{Appended, RefLock, Status};
+
+/// The smallest chunk [`Writer::append`] hands to the pipeline threads (starting them if
+/// need be): a small blob is hashed and written inline, without a thread.
+pub const PIPELINE_MIN_CHUNK: usize = 64 << 10;
 
 /// An open ingest; see the module docs.
 #[derive(Debug)]
@@ -27,7 +35,11 @@ pub struct Writer {
     blobs_dir: PathBuf,
     /// `None` only once the data file has been handed to the blob store.
     file: Option<File>,
+    /// The hash of the file's bytes while no pipeline runs.
     hasher: Sha256,
+    /// The stages hashing and writing appended chunks, while any run.
+    pipeline: Option<Pipeline>,
+    /// Bytes written, or handed to the pipeline.
     offset: i64,
     total: i64,
     expected: Option<Digest>,
@@ -96,6 +108,7 @@ impl Writer {
                     blobs_dir,
                     file: Some(file),
                     hasher,
+                    pipeline: None,
                     offset,
                     total,
                     expected,
@@ -119,6 +132,7 @@ impl Writer {
                     blobs_dir,
                     file: Some(file),
                     hasher: Sha256::new(),
+                    pipeline: None,
                     offset: 0,
                     total: total.max(0),
                     expected,
@@ -135,9 +149,7 @@ impl Writer {
     }
 
     fn file_mut(&mut self) -> Result<&mut File, Error> {
-        self.file
-            .as_mut()
-            .ok_or_else(|| Error::failed_precondition("cannot write on a committed writer"))
+        self.file.as_mut().ok_or_else(committed)
     }
 
     /// The ref this writer holds.
@@ -157,7 +169,8 @@ impl Writer {
         }
     }
 
-    /// Bytes written so far, including those of a resumed ingest.
+    /// Bytes written so far, including those of a resumed ingest and those appended and not
+    /// yet settled.
     pub fn offset(&self) -> i64 {
         self.offset
     }
@@ -171,9 +184,11 @@ impl Writer {
         Ok(())
     }
 
-    /// Appends `data` at the current offset. On failure the data file is cut back to the old
-    /// offset, so the writer stays consistent with its hash.
+    /// Appends `data` at the current offset, once every appended chunk is settled. On failure
+    /// the data file is cut back to the old offset, so the writer stays consistent with its
+    /// hash.
     pub fn write(&mut self, data: &[u8]) -> Result<(), Error> {
+        self.settle_all()?;
         let offset = self.offset;
         let file = self.file_mut()?;
         if let Err(err) = file.write_all(data) {
@@ -188,8 +203,74 @@ impl Writer {
         Ok(())
     }
 
+    /// Appends `data` after everything given before, taking the chunk itself: a chunk of at
+    /// least [`PIPELINE_MIN_CHUNK`] (or any chunk while the pipeline runs) goes to the
+    /// pipeline threads and None is returned at once, its outcome to come from
+    /// [`settle`](Writer::settle); a smaller one is written here and its outcome returned.
+    pub fn append(&mut self, data: Vec<u8>) -> Result<Option<Appended>, Error> {
+        if self.pipeline.is_none() && data.len() >= PIPELINE_MIN_CHUNK {
+            let file = self.file.as_ref().ok_or_else(committed)?;
+            match Pipeline::start(file, &self.hasher, self.offset) {
+                Ok(pipeline) => self.pipeline = Some(pipeline),
+                // Written inline instead.
+                Err(err) => log::debug!("ref {:?}: no ingest pipeline: {err}", self.ref_()),
+            }
+        }
+        let Some(pipeline) = &mut self.pipeline else {
+            self.write(&data)?;
+            return Ok(Some(Appended {
+                offset: self.offset,
+                digest: self.digest(),
+            }));
+        };
+        let end = self.offset + data.len() as i64;
+        pipeline.push(data, end)?;
+        self.offset = end;
+        self.updated_at = SystemTime::now();
+        Ok(None)
+    }
+
+    /// The outcome of the oldest appended chunk not yet settled, in order (with `wait`,
+    /// once it is done). None when every appended chunk is settled, or without `wait` when
+    /// the oldest is still in work. After a failure the writer is consistent again (cut back
+    /// to the last chunk written whole) only once [`settle_all`](Writer::settle_all) ran.
+    pub fn settle(&mut self, wait: bool) -> Option<Result<Appended, Error>> {
+        self.pipeline.as_mut()?.settle(wait)
+    }
+
+    /// Waits for every appended chunk and stops the pipeline threads; the first failure.
+    /// After a failure the ingest holds the chunks written whole before it, hashed again.
+    pub fn settle_all(&mut self) -> Result<(), Error> {
+        let Some(pipeline) = self.pipeline.take() else {
+            return Ok(());
+        };
+        let (hasher, result) = pipeline.finish();
+        let Err(err) = result else {
+            self.hasher = hasher;
+            return Ok(());
+        };
+        let file = self.file_mut()?;
+        let rehashed = hash_prefix(file, u64::MAX).and_then(|h| Ok((h, file.stream_position()?)));
+        match rehashed {
+            Ok((hasher, end)) => {
+                self.hasher = hasher;
+                self.offset = end as i64;
+            }
+            Err(again) => {
+                // Nothing consistent to go on with: the writer refuses further use.
+                log::warn!(
+                    "ref {:?}: cannot read the ingest back: {again}",
+                    self.ref_()
+                );
+                self.file = None;
+            }
+        }
+        Err(err)
+    }
+
     /// Cuts the ingest back to `size` bytes (0 restarts it) and rebuilds the hash of what stays.
     pub fn truncate(&mut self, size: i64) -> Result<(), Error> {
+        self.settle_all()?;
         if size < 0 || size > self.offset {
             return Err(Error::invalid_argument(format!(
                 "cannot truncate ingest of {} bytes to {size}",
@@ -207,15 +288,20 @@ impl Writer {
         Ok(())
     }
 
-    /// The digest of the bytes written so far.
+    /// The digest of the bytes written so far (while chunks are appended and not yet
+    /// settled, of those settled).
     pub fn digest(&self) -> Digest {
-        Digest::from_sha256(&self.hasher.clone().finalize().into())
+        match &self.pipeline {
+            Some(pipeline) => pipeline.settled_digest().clone(),
+            None => Digest::from_sha256(&self.hasher.clone().finalize().into()),
+        }
     }
 
     /// Validates and commits the ingest as a blob, returning its digest. `size` (if > 0) and
     /// `expected` (or the digest given when opening) must match the data; a mismatch leaves the
     /// ingest resumable. A blob that already exists removes the ingest and is AlreadyExists.
     pub fn commit(mut self, size: i64, expected: Option<Digest>) -> Result<Digest, Error> {
+        self.settle_all()?;
         if size > 0 && size != self.offset {
             return Err(Error::failed_precondition(format!(
                 "{:?} failed size validation: {} != {size}",
@@ -272,6 +358,9 @@ impl Writer {
 impl Drop for Writer {
     /// Leaves an uncommitted ingest resumable: data synced, `updatedat` recorded.
     fn drop(&mut self) {
+        if let Err(err) = self.settle_all() {
+            log::debug!("ref {:?}: {err}", self.ref_());
+        }
         if let Some(file) = self.file.take() {
             let _ = file.sync_data();
             if let Err(err) =
@@ -281,6 +370,10 @@ impl Drop for Writer {
             }
         }
     }
+}
+
+fn committed() -> Error {
+    Error::failed_precondition("cannot write on a committed writer")
 }
 
 /// A hasher fed with the first `len` bytes of `file`; leaves the file positioned after them.
@@ -329,6 +422,89 @@ mod tests {
         assert_eq!(w.truncate(7).unwrap_err().class(), Class::InvalidArgument);
         assert_eq!(w.truncate(-1).unwrap_err().class(), Class::InvalidArgument);
         assert_eq!(w.commit(6, None).unwrap(), Digest::of(b"abcdef"));
+    }
+
+    #[test]
+    fn large_appends_settle_in_order_and_commit_like_writes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path()).unwrap();
+        let blob = super::super::tests::data(3 * PIPELINE_MIN_CHUNK + 5, 7);
+        let mut w = store.writer("r", 0, None).unwrap();
+        // A small chunk first: written at once, no thread.
+        let first = w.append(blob[..5].to_vec()).unwrap().unwrap();
+        assert_eq!((first.offset, first.digest), (5, Digest::of(&blob[..5])));
+        let ends = [PIPELINE_MIN_CHUNK + 5, 3 * PIPELINE_MIN_CHUNK + 5];
+        assert!(w.append(blob[5..ends[0]].to_vec()).unwrap().is_none());
+        assert!(w.append(blob[ends[0]..].to_vec()).unwrap().is_none());
+        // The offset counts what was handed over; the status too.
+        assert_eq!(w.offset(), blob.len() as i64);
+        assert_eq!(store.status("r").unwrap().ref_, "r");
+        for end in ends {
+            let appended = w.settle(true).unwrap().unwrap();
+            assert_eq!(appended.offset, end as i64);
+            assert_eq!(appended.digest, Digest::of(&blob[..end]));
+        }
+        assert!(w.settle(true).is_none());
+        assert_eq!(w.digest(), Digest::of(&blob));
+        // A synchronous write after appends goes on at the end.
+        w.write(b"tail").unwrap();
+        let whole = [blob.as_slice(), b"tail"].concat();
+        assert_eq!(
+            w.commit(whole.len() as i64, None).unwrap(),
+            Digest::of(&whole)
+        );
+    }
+
+    #[test]
+    fn a_wrong_digest_after_unsettled_appends_fails_and_stays_resumable() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path()).unwrap();
+        let blob = super::super::tests::data(PIPELINE_MIN_CHUNK + 1, 3);
+        let mut w = store.writer("r", 0, None).unwrap();
+        assert!(w.append(blob.clone()).unwrap().is_none());
+        let wrong = Digest::of(b"other");
+        let err = w
+            .commit(blob.len() as i64, Some(wrong.clone()))
+            .unwrap_err();
+        assert_eq!(err.class(), Class::FailedPrecondition);
+        assert_eq!(
+            err.message(),
+            format!(
+                "unexpected commit digest {}, expected {wrong}",
+                Digest::of(&blob)
+            )
+        );
+        let w = store.writer("r", 0, None).unwrap();
+        assert_eq!(w.offset(), blob.len() as i64);
+        assert_eq!(
+            w.commit(blob.len() as i64, None).unwrap(),
+            Digest::of(&blob)
+        );
+    }
+
+    #[test]
+    fn appends_left_unsettled_are_on_disk_and_resumable_after_drop() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path()).unwrap();
+        let blob = super::super::tests::data(2 * PIPELINE_MIN_CHUNK, 9);
+        let mut w = store.writer("r", 0, None).unwrap();
+        assert!(w
+            .append(blob[..PIPELINE_MIN_CHUNK].to_vec())
+            .unwrap()
+            .is_none());
+        assert!(w
+            .append(blob[PIPELINE_MIN_CHUNK..].to_vec())
+            .unwrap()
+            .is_none());
+        drop(w);
+        let mut w = store.writer("r", 0, None).unwrap();
+        assert_eq!(w.offset(), blob.len() as i64);
+        assert_eq!(w.digest(), Digest::of(&blob));
+        // Truncating settles first and keeps the prefix's hash.
+        assert!(w.append(vec![1; PIPELINE_MIN_CHUNK]).unwrap().is_none());
+        w.truncate(PIPELINE_MIN_CHUNK as i64).unwrap();
+        assert_eq!(w.digest(), Digest::of(&blob[..PIPELINE_MIN_CHUNK]));
+        assert!(w.settle(true).is_none());
     }
 
     #[test]

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime};
 use parking_lot::RwLock;
 
 use super::{Collector, ContentRecord, Db, Stats};
-use crate::content::{self, BlobWriter, Digest, ReadAt, Status};
+use crate::content::{self, Appended, BlobWriter, Digest, ReadAt, Status};
 use crate::errdefs::{Class, Error};
 use crate::filters::{labels_field, Filter};
 use crate::scope::Scope;
@@ -323,6 +323,24 @@ impl ContentWriter {
         self.unshare(keep)?.write(data)
     }
 
+    /// Appends `data` (not empty) after everything given before; the outcome now, or None
+    /// when the backend works on it while the caller goes on and reports through
+    /// [`settle`](ContentWriter::settle) (see [`BlobWriter::append`]).
+    pub fn append(&mut self, data: Vec<u8>) -> Result<Option<Appended>, Error> {
+        let keep = self.offset();
+        self.unshare(keep)?.append(data)
+    }
+
+    /// The outcome of the oldest chunk [`append`](ContentWriter::append) left in work, in
+    /// order; with `wait` once it is done. None when none is left (or, without `wait`, the
+    /// oldest is still in work).
+    pub fn settle(&mut self, wait: bool) -> Option<Result<Appended, Error>> {
+        match &mut self.ingest {
+            Ingest::Backend(inner) => inner.settle(wait),
+            Ingest::Shared(_) => None,
+        }
+    }
+
     /// Discards what was written after `size` bytes (a WRITE at offset 0 restarts the ingest).
     pub fn truncate(&mut self, size: i64) -> Result<(), Error> {
         match self.ingest {
@@ -361,7 +379,10 @@ impl ContentWriter {
         let meta = self.meta.clone();
         let _guard = meta.sweep.read();
         let digest = match self.ingest {
-            Ingest::Backend(inner) => {
+            Ingest::Backend(mut inner) => {
+                while let Some(appended) = inner.settle(true) {
+                    appended?;
+                }
                 let written = inner.digest();
                 match inner.commit(offset, expected) {
                     Ok(d) => d,

@@ -91,6 +91,16 @@ pub const CTRD: &[Known] = &[
         false,
         "feeds a stream processor's input during an apply",
     ),
+    known(
+        "ctrd-hash",
+        false,
+        "hashes a content ingest's chunks while its Write call receives the next",
+    ),
+    known(
+        "ctrd-write",
+        false,
+        "appends a content ingest's chunks to its data file beside ctrd-hash",
+    ),
     known("ctrd-gc", false, "one garbage collection (ends with it)"),
     known(
         "ctrd-shims",

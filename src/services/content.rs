@@ -3,8 +3,11 @@
 //! `io.containerd.grpc.v1.content` (the store itself registers in `crate::content::plugin`).
 //!
 //! Every call needs the `containerd-namespace` header. Reads stream 1 MiB chunks with `pread`;
-//! writes stream straight to the ingest file, so no call holds a whole blob in memory. A
-//! client's `containerd-lease` header makes the lease hold what it writes.
+//! writes stream straight to the ingest file, so no call holds a whole blob in memory: a
+//! WRITE's chunk is moved out of its message into the store, which hashes and writes large
+//! chunks on the ingest's own threads while this call receives the next (at most
+//! [`WRITE_WINDOW`] in their hands). A client's `containerd-lease` header makes the lease hold
+//! what it writes.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -74,6 +77,14 @@ impl ContentService {
     }
 
     /// The Write state machine after the first message opened `writer`.
+    ///
+    /// A WRITE's chunk goes to [`ContentWriter::append`], which for a large chunk returns
+    /// while the store still hashes and writes it: its answer waits in `waiting` and the
+    /// next message is received meanwhile. Answers go out in order, each once its chunk is
+    /// written and hashed (the digest after it is in the answer), at the latest before the
+    /// next message that needs the writer settled (STAT, COMMIT, a restart at offset 0), and
+    /// whenever no message is there to receive (a client that waits for each answer before
+    /// it sends on gets it as soon as its chunk is done).
     fn write_session(
         &self,
         scope: &Scope,
@@ -84,8 +95,15 @@ impl ContentService {
     ) -> RpcResult<()> {
         let mut total = req.total;
         let mut expected = None;
+        let mut waiting = Waiting::default();
         loop {
             let action = req.action.enum_value_or_default();
+            let appends = action == WriteAction::WRITE
+                && !req.data.is_empty()
+                && (req.offset > 0 || writer.offset() == 0);
+            if !appends {
+                waiting.answer_all(&mut writer, out)?;
+            }
             let mut resp = WriteContentResponse {
                 action: req.action,
                 offset: writer.offset(),
@@ -128,16 +146,36 @@ impl ContentService {
                         writer.truncate(0)?;
                         resp.offset = 0;
                     }
-                    // Taken out so the chunk is freed before the next message is received.
+                    // Taken out: the store keeps the chunk itself while it works on it, and
+                    // frees it once written and hashed.
                     let data = std::mem::take(&mut req.data);
                     if !data.is_empty() {
-                        writer.write(&data)?;
-                        resp.offset += data.len() as i64;
+                        waiting.make_room(data.len(), &mut writer, out)?;
+                        let len = data.len();
+                        match writer.append(data)? {
+                            Some(appended) => {
+                                resp.offset = appended.offset;
+                                resp.digest = appended.digest.to_string();
+                            }
+                            None if action == WriteAction::WRITE => {
+                                waiting.push(resp, len);
+                                req = match waiting.next_message(&mut writer, input, out)? {
+                                    Some(next) => next,
+                                    None => return Ok(()),
+                                };
+                                continue;
+                            }
+                            // COMMIT settles the chunk first.
+                            None => {}
+                        }
+                    } else if action == WriteAction::WRITE {
+                        resp.digest = writer.digest().to_string();
                     }
                     if action == WriteAction::COMMIT {
                         let labels: BTreeMap<String, String> =
                             std::mem::take(&mut req.labels).into_iter().collect();
                         let rec = writer.commit(total, expected.clone(), labels)?;
+                        resp.offset = rec.size;
                         resp.digest = rec.digest.clone();
                         self.exchange.publish_event(
                             scope.namespace(),
@@ -151,14 +189,116 @@ impl ContentService {
                         out.send(resp)?;
                         return Ok(());
                     }
-                    resp.digest = writer.digest().to_string();
                 }
             }
             out.send(resp)?;
-            req = match input.next() {
-                Some(next) => next?,
+            req = match waiting.next_message(&mut writer, input, out)? {
+                Some(next) => next,
                 None => return Ok(()),
             };
+        }
+    }
+}
+
+/// The most bytes of WRITE chunks a Write call has in the store's hands at once (at least
+/// one chunk): with 1 MiB messages, one chunk is hashed and written while gRPC receives the
+/// next, so an ingest holds about what it held when both happened on the call's thread
+/// (the peak RSS of parallel ingests stays where it was).
+const WRITE_WINDOW: usize = 1 << 20;
+
+/// Answers to WRITEs whose chunks the store still works on, oldest first.
+#[derive(Default)]
+struct Waiting {
+    answers: std::collections::VecDeque<(WriteContentResponse, usize)>,
+    bytes: usize,
+}
+
+impl Waiting {
+    fn push(&mut self, resp: WriteContentResponse, len: usize) {
+        self.answers.push_back((resp, len));
+        self.bytes += len;
+    }
+
+    /// Sends the oldest answer once its chunk is done (waits for it with `wait`); false
+    /// when there is none to send (without `wait`, not yet).
+    fn answer_one(
+        &mut self,
+        wait: bool,
+        writer: &mut ContentWriter,
+        out: &mut StreamSender<WriteContentResponse>,
+    ) -> RpcResult<bool> {
+        if self.answers.is_empty() {
+            return Ok(false);
+        }
+        let Some(appended) = writer.settle(wait) else {
+            if wait {
+                return Err(Error::internal("a written chunk was never settled"));
+            }
+            return Ok(false);
+        };
+        let appended = appended?;
+        let Some((mut resp, len)) = self.answers.pop_front() else {
+            return Ok(false);
+        };
+        self.bytes -= len;
+        resp.offset = appended.offset;
+        resp.digest = appended.digest.to_string();
+        out.send(resp)?;
+        Ok(true)
+    }
+
+    fn answer_all(
+        &mut self,
+        writer: &mut ContentWriter,
+        out: &mut StreamSender<WriteContentResponse>,
+    ) -> RpcResult<()> {
+        while self.answer_one(true, writer, out)? {}
+        Ok(())
+    }
+
+    /// Answers the oldest until a chunk of `len` bytes fits in [`WRITE_WINDOW`].
+    fn make_room(
+        &mut self,
+        len: usize,
+        writer: &mut ContentWriter,
+        out: &mut StreamSender<WriteContentResponse>,
+    ) -> RpcResult<()> {
+        while self.bytes > 0 && self.bytes + len > WRITE_WINDOW {
+            self.answer_one(true, writer, out)?;
+        }
+        Ok(())
+    }
+
+    /// The next message, answering finished chunks meanwhile: one that has arrived is taken
+    /// at once; while none has, the oldest answer is waited for and sent (a client may be
+    /// waiting for it before it sends on). At the end of the input every answer goes out.
+    fn next_message(
+        &mut self,
+        writer: &mut ContentWriter,
+        input: &mut StreamReceiver<WriteContentRequest>,
+        out: &mut StreamSender<WriteContentResponse>,
+    ) -> RpcResult<Option<WriteContentRequest>> {
+        // A full window is settled before the next chunk is received, so an ingest holds
+        // at most the window in the store and the next message in gRPC's buffers.
+        while self.bytes >= WRITE_WINDOW {
+            self.answer_one(true, writer, out)?;
+        }
+        let next = loop {
+            while self.answer_one(false, writer, out)? {}
+            if self.answers.is_empty() {
+                break input.next();
+            }
+            if let Some(next) = input.try_next() {
+                break next;
+            }
+            self.answer_one(true, writer, out)?;
+        };
+        match next {
+            Some(next) => next.map(Some),
+            None => {
+                self.answer_all(writer, out)?;
+                Ok(None)
+            }
         }
     }
 }
@@ -444,6 +584,48 @@ mod tests {
             err.message(),
             format!("blob with expected digest {digest} exists")
         );
+    }
+
+    #[test]
+    fn large_writes_are_answered_in_order_with_the_digest_after_each() {
+        let (_dir, svc, _exchange) = service();
+        let chunk = content::PIPELINE_MIN_CHUNK * 3 / 2;
+        let data: Vec<u8> = (0..3 * chunk).map(|i| (i % 251) as u8).collect();
+        let call = call("Write");
+        let (mut input, client_tx) = StreamReceiver::in_memory(call.clone());
+        let (mut out, client) = StreamSender::in_memory(call.clone());
+        for (i, part) in data.chunks(chunk).enumerate() {
+            client_tx
+                .send(Ok(write_request(
+                    WriteAction::WRITE,
+                    (i * chunk) as i64,
+                    part,
+                )))
+                .unwrap();
+        }
+        client_tx
+            .send(Ok(write_request(WriteAction::STAT, 0, b"")))
+            .unwrap();
+        let mut commit = write_request(WriteAction::COMMIT, data.len() as i64, b"");
+        commit.expected = Digest::of(&data).to_string();
+        client_tx.send(Ok(commit)).unwrap();
+        drop(client_tx);
+        svc.write(&call, &mut input, &mut out).unwrap();
+        drop(out);
+
+        let answers: Vec<WriteContentResponse> = client.messages.iter().collect();
+        assert_eq!(answers.len(), 5);
+        for (i, answer) in answers[..3].iter().enumerate() {
+            let end = (i + 1) * chunk;
+            assert_eq!(answer.action.enum_value_or_default(), WriteAction::WRITE);
+            assert_eq!(answer.offset, end as i64);
+            assert_eq!(answer.digest, Digest::of(&data[..end]).to_string());
+        }
+        assert_eq!(answers[3].action.enum_value_or_default(), WriteAction::STAT);
+        assert_eq!(answers[3].offset, data.len() as i64);
+        assert_eq!(answers[3].digest, Digest::of(&data).to_string());
+        assert_eq!(answers[4].offset, data.len() as i64);
+        assert_eq!(answers[4].digest, Digest::of(&data).to_string());
     }
 
     #[test]

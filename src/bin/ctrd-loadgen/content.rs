@@ -148,7 +148,10 @@ fn ingest_one(
         for msg in msgs {
             tx.send((msg, WriteFlags::default())).await?;
         }
-        tx.close().await
+        // A server may end the call as soon as it answered the COMMIT (ctrd does), before
+        // this half-close arrives: then the close fails, and the answers tell the outcome.
+        let _ = tx.close().await;
+        Ok::<_, grpcio::Error>(())
     };
     let receive = async move {
         let mut answers: Vec<WriteContentResponse> = Vec::with_capacity(sent);
