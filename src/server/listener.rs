@@ -1,9 +1,10 @@
 //! One named thread per listener, started and stopped over crossbeam channels.
 //!
 //! Protocol with the main thread:
-//! 1. [`Listener::spawn`] starts the thread with a `start` function.
-//! 2. The thread runs `start` (build, bind, start serving) and sends
-//!    [`Event::ListenerReady`] or [`Event::ListenerFailed`] (and ends).
+//! 1. [`Listener::spawn`] starts the thread with a `start` function and returns at once, so
+//!    the listeners bind side by side (the gRPC socket does not wait for the metrics port).
+//! 2. The thread runs `start` (build, bind, start serving), hands its interrupt hook to the
+//!    handle and sends [`Event::ListenerReady`] or [`Event::ListenerFailed`] (and ends).
 //! 3. [`Serving::run`] blocks on the thread until [`Listener::stop`] sends on the stop
 //!    channel (or calls the interrupt hook, for servers that own the thread's loop).
 //! 4. `run` shuts its server down (drain, then cancel) and returns; socket files are
@@ -30,7 +31,8 @@ pub type Interrupt = Box<dyn Fn() + Send>;
 pub struct Listener {
     name: &'static str,
     stop: Option<Sender<()>>,
-    interrupt: Option<Interrupt>,
+    /// Where the thread hands over its interrupt hook once `start` is done.
+    hook: Receiver<Option<Interrupt>>,
     join: Option<JoinHandle<()>>,
 }
 
@@ -58,7 +60,7 @@ type StartFn =
 
 impl Listener {
     /// Starts the thread `name`; `start` builds and starts the server on it. The interrupt
-    /// hook it may return is kept by the handle.
+    /// hook it may return is taken by [`Listener::stop`].
     pub fn spawn(
         name: &'static str,
         events: EventSender,
@@ -110,11 +112,10 @@ impl Listener {
                 }
             })
             .map_err(|err| ServerError::Thread(name, err))?;
-        let interrupt = hook_rx.recv().ok().flatten();
         Ok(Listener {
             name,
             stop: Some(stop_tx),
-            interrupt,
+            hook: hook_rx,
             join: Some(join),
         })
     }
@@ -123,10 +124,14 @@ impl Listener {
         self.name
     }
 
-    /// Asks the thread to stop its server and waits for it.
+    /// Asks the thread to stop its server and waits for it (for a thread still in `start`,
+    /// until `start` is done, then it stops what it started).
     pub fn stop(mut self) {
         self.stop.take();
-        if let Some(interrupt) = &self.interrupt {
+        // The hook lives until the thread is joined: dropping it may close what it wakes
+        // (a mio waker's eventfd) before the thread saw the wake-up.
+        let interrupt = self.hook.recv().ok().flatten();
+        if let Some(interrupt) = &interrupt {
             interrupt();
         }
         if let Some(join) = self.join.take() {
@@ -177,6 +182,78 @@ mod tests {
             _ => panic!("expected ListenerExited"),
         }
         listener.stop();
+    }
+
+    #[test]
+    fn spawn_returns_while_start_runs_and_stop_takes_the_hook_it_hands_over() {
+        let (tx, rx) = EventSender::detached();
+        let (go_tx, go_rx) = crossbeam_channel::bounded::<()>(0);
+        let (woken_tx, woken_rx) = crossbeam_channel::unbounded();
+        let listener = Listener::spawn("test-slow", tx, move || {
+            // Gives up if spawn did not return to the caller while this start was running.
+            go_rx
+                .recv_timeout(Duration::from_secs(5))
+                .map_err(|_| ServerError::Listener("test-slow", "spawn waited".into()))?;
+            let interrupt: Interrupt = Box::new(move || {
+                let _ = woken_tx.send(());
+            });
+            Ok((Box::new(Quiet) as Box<dyn Serving>, Some(interrupt)))
+        })
+        .expect("spawn");
+        go_tx.send(()).expect("start still waits for the go-ahead");
+        assert!(matches!(next(&rx), Event::ListenerReady("test-slow")));
+        listener.stop();
+        assert!(
+            woken_rx.try_recv().is_ok(),
+            "stop called the interrupt hook"
+        );
+    }
+
+    /// Serves like the gRPC accept loop: blocks in a mio poll that only its waker ends.
+    struct Polled(mio::Poll);
+
+    impl Serving for Polled {
+        fn run(mut self: Box<Self>, stop: Receiver<()>) -> Result<(), String> {
+            let mut events = mio::Events::with_capacity(4);
+            loop {
+                if !matches!(stop.try_recv(), Err(crossbeam_channel::TryRecvError::Empty)) {
+                    return Ok(());
+                }
+                self.0
+                    .poll(&mut events, None)
+                    .map_err(|err| err.to_string())?;
+            }
+        }
+    }
+
+    #[test]
+    fn a_stop_right_after_start_always_wakes_a_polling_server() {
+        // The hook must outlive the wake-up: a waker dropped at once closes its eventfd,
+        // and a thread not yet back from epoll_wait then never sees the wake-up.
+        for round in 0..200 {
+            let (tx, rx) = EventSender::detached();
+            let listener = Listener::spawn("test-poll", tx, || {
+                let poll = mio::Poll::new()
+                    .map_err(|err| ServerError::Listener("test-poll", format!("poll: {err}")))?;
+                let waker = mio::Waker::new(poll.registry(), mio::Token(0))
+                    .map_err(|err| ServerError::Listener("test-poll", format!("waker: {err}")))?;
+                let interrupt: Interrupt = Box::new(move || {
+                    let _ = waker.wake();
+                });
+                Ok((Box::new(Polled(poll)) as Box<dyn Serving>, Some(interrupt)))
+            })
+            .expect("spawn");
+            assert!(matches!(next(&rx), Event::ListenerReady("test-poll")));
+            let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+            std::thread::spawn(move || {
+                listener.stop();
+                let _ = done_tx.send(());
+            });
+            assert!(
+                done_rx.recv_timeout(Duration::from_secs(10)).is_ok(),
+                "round {round}: the listener did not stop"
+            );
+        }
     }
 
     #[test]

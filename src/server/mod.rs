@@ -444,12 +444,13 @@ impl Daemon {
         } else {
             tls::credentials(&config.grpc)?
         };
-        // Metrics first, so the interceptor sees every call.
-        if !config.metrics.address.is_empty() {
+        // The metrics interceptor is set before gRPC serves, so it sees every call; the
+        // metrics port itself is bound after the gRPC socket's thread is on its way.
+        let metrics_listener = if config.metrics.address.is_empty() {
+            None
+        } else {
             let metrics = Arc::new(crate::metrics::Metrics::new(config.metrics.grpc_histogram)?);
             crate::rpc::set_interceptor(metrics.clone());
-            let address = config.metrics.address.clone();
-            let max_connections = config.metrics.max_connections;
             let handler: http::Handler = Arc::new(move |method: &str, url: &str| {
                 let path = url.split('?').next().unwrap_or(url);
                 if method == "GET" && path == "/v1/metrics" {
@@ -458,15 +459,12 @@ impl Daemon {
                     http::Reply::not_found()
                 }
             });
-            self.spawn("ctrd-metrics", tx, move || {
-                http::start(
-                    "ctrd-metrics",
-                    http::HttpBind::Tcp(address),
-                    handler,
-                    max_connections,
-                )
-            })?;
-        }
+            Some((
+                config.metrics.address.clone(),
+                handler,
+                config.metrics.max_connections,
+            ))
+        };
 
         let services = self.grpc_services(|g| g.grpc_services());
         let bind = match endpoints.grpc.take() {
@@ -490,6 +488,16 @@ impl Daemon {
         self.spawn("ctrd-grpc", tx, move || {
             grpc::start("ctrd-grpc", unix, services)
         })?;
+        if let Some((address, handler, max_connections)) = metrics_listener {
+            self.spawn("ctrd-metrics", tx, move || {
+                http::start(
+                    "ctrd-metrics",
+                    http::HttpBind::Tcp(address),
+                    handler,
+                    max_connections,
+                )
+            })?;
+        }
 
         if !config.grpc.tcp_address.is_empty() {
             let tcp_services = self.grpc_services(|g| g.tcp_services());
