@@ -76,11 +76,13 @@ fn write_stream(
             let _ = tx.close().await;
         }
         while let Some(answer) = rx.next().await {
-            answer?;
+            answers.push(answer?);
         }
         match send_error {
+            // The call ended with OK while the last send was still being flushed (the server
+            // had the message already: it answered and finished); the answers tell the rest.
+            Some(grpcio::Error::RpcFinished(None)) | None => Ok(answers),
             Some(err) => Err(err),
-            None => Ok(answers),
         }
     })
 }
