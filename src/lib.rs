@@ -70,6 +70,8 @@ pub mod server;
 pub mod services;
 pub mod snapshots;
 pub mod sys;
+#[cfg(test)]
+mod testutil;
 pub mod timefmt;
 pub mod waiting;
 pub mod workers;

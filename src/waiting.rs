@@ -259,15 +259,8 @@ impl Executor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::wait_until;
     use std::time::Duration;
-
-    fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !cond() {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
-            std::thread::yield_now();
-        }
-    }
 
     #[test]
     fn waiting_futures_share_one_thread_and_run_when_woken() {

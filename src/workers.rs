@@ -178,15 +178,7 @@ fn run(job: Job) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Instant;
-
-    fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !cond() {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
-            std::thread::yield_now();
-        }
-    }
+    use crate::testutil::wait_until;
 
     #[test]
     fn threads_are_bounded_named_and_jobs_queue_behind_them() {

@@ -5,13 +5,13 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{health_check, wait_for, Daemon, Options};
+use common::{free_port, health_check, wait_for, Daemon, Options};
 use ctrd::api::health::ServingStatus;
 use grpcio::{CallOption, MetadataBuilder};
 
@@ -26,14 +26,6 @@ fn scale() -> usize {
         .and_then(|s| s.parse().ok())
         .unwrap_or(1)
         .max(1)
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
 }
 
 /// A field of `/proc/<pid>/status` in kB or a count.
@@ -492,6 +484,30 @@ fn put_blob(daemon: &Daemon, data: &[u8], options: &CallOption) -> (String, i64)
     (digest, data.len() as i64)
 }
 
+/// Calls Version every few milliseconds until `job` ends (at least once), each within 1 s;
+/// returns the slowest answer and how many were asked.
+fn versions_while<T>(
+    daemon: &Daemon,
+    job: &std::thread::JoinHandle<T>,
+    during: &str,
+) -> (Duration, usize) {
+    let version = ctrd::api::version::VersionClient::new(daemon.channel());
+    let mut slowest = Duration::ZERO;
+    let mut asked = 0;
+    while !job.is_finished() || asked == 0 {
+        let start = Instant::now();
+        version
+            .version_opt(
+                &ctrd::api::Empty::new(),
+                CallOption::default().timeout(Duration::from_secs(1)),
+            )
+            .unwrap_or_else(|err| panic!("Version not answered within 1 s during {during}: {err}"));
+        slowest = slowest.max(start.elapsed());
+        asked += 1;
+    }
+    (slowest, asked)
+}
+
 #[test]
 fn version_answers_within_a_second_during_a_long_diff() {
     use ctrd::api::diff::{DiffClient, DiffRequest};
@@ -553,21 +569,7 @@ fn version_answers_within_a_second_during_a_long_diff() {
             (result, started.elapsed())
         })
     };
-    // Version every few milliseconds while the Diff runs: each within 1 s.
-    let version = ctrd::api::version::VersionClient::new(daemon.channel());
-    let mut slowest = Duration::ZERO;
-    let mut asked = 0;
-    while !diff.is_finished() || asked == 0 {
-        let start = Instant::now();
-        version
-            .version_opt(
-                &ctrd::api::Empty::new(),
-                CallOption::default().timeout(Duration::from_secs(1)),
-            )
-            .expect("Version answered within 1 s during the Diff");
-        slowest = slowest.max(start.elapsed());
-        asked += 1;
-    }
+    let (slowest, asked) = versions_while(&daemon, &diff, "the Diff");
     let (result, took) = diff.join().expect("diff thread");
     let descriptor = result.expect("diff succeeded").diff.unwrap_or_default();
     assert!(descriptor.size > (mib as i64) << 20, "{descriptor:?}");
@@ -643,21 +645,7 @@ fn version_answers_within_a_second_during_a_large_prepare() {
             (result, started.elapsed())
         })
     };
-    // Version every few milliseconds while the copy runs: each within 1 s.
-    let version = ctrd::api::version::VersionClient::new(daemon.channel());
-    let mut slowest = Duration::ZERO;
-    let mut asked = 0;
-    while !copy.is_finished() || asked == 0 {
-        let start = Instant::now();
-        version
-            .version_opt(
-                &ctrd::api::Empty::new(),
-                CallOption::default().timeout(Duration::from_secs(1)),
-            )
-            .expect("Version answered within 1 s during the Prepare");
-        slowest = slowest.max(start.elapsed());
-        asked += 1;
-    }
+    let (slowest, asked) = versions_while(&daemon, &copy, "the Prepare");
     let (result, took) = copy.join().expect("prepare thread");
     result.expect("prepare succeeded");
     eprintln!(

@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::time::Duration;
 
-use common::{Daemon, Options};
+use common::{free_port, Daemon, Options};
 use ctrd::api::health::{HealthCheckRequest, HealthClient, ServingStatus};
 use ctrd::api::introspection::{IntrospectionClient, PluginsRequest};
 use ctrd::api::version::VersionClient;
@@ -390,11 +390,7 @@ fn thread_names(pid: i32) -> Vec<String> {
 
 #[test]
 fn idle_threads_are_few_named_and_listed_by_the_debug_endpoint_and_the_docs() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let daemon = Daemon::start_with(
         "threads",
         Options {

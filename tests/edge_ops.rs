@@ -11,7 +11,9 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 
-use common::{ctrd_bin, health_check, require_tool, run_ctrd, wait_for, TestDir, START_DEADLINE};
+use common::{
+    ctrd_bin, free_port, health_check, require_tool, run_ctrd, wait_for, TestDir, START_DEADLINE,
+};
 use ctrd::api::health::ServingStatus;
 
 /// A process the test started; killed and reaped on drop.
@@ -581,14 +583,6 @@ fn unit_keys_are_documented_and_match_the_brief() {
 }
 
 // ---- config version 4 -------------------------------------------------------------------
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
 
 fn http_get(address: &str, path: &str) -> String {
     let mut stream = std::net::TcpStream::connect(address).expect("connect");

@@ -4,13 +4,12 @@
 
 mod common;
 
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{require_tool, Daemon, Options, TestDir};
+use common::{free_port, require_tool, Daemon, Options, TestDir};
 use ctrd::api::events::{EventsClient, PublishRequest, SubscribeRequest};
 use ctrd::api::events_ttrpc;
 use ctrd::api::types::Envelope;
@@ -18,14 +17,6 @@ use ctrd::api::version::VersionClient;
 use ctrd::api::{Any, Empty};
 use futures_util::StreamExt;
 use grpcio::{ChannelBuilder, ChannelCredentialsBuilder, EnvBuilder};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
 
 fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new(require_tool("openssl"))
