@@ -49,6 +49,7 @@ pub mod cli;
 pub mod codec;
 pub mod config;
 pub mod content;
+mod dbfile;
 pub mod diff;
 pub mod errdefs;
 pub mod events;

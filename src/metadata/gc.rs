@@ -288,8 +288,12 @@ impl Db {
     /// references and every content record that is not live. The mutation callbacks are not
     /// told (a collection must not schedule another).
     pub fn collect_garbage(&self, now: SystemTime) -> Result<Sweep, Error> {
-        let txn = self.db.begin_write()?;
         let mut sweep = Sweep::default();
+        // No file yet: nothing was ever recorded, so nothing is referenced and there is
+        // nothing to remove from the records (opening would create the file for nothing).
+        let Some(txn) = self.db.begin_write_existing()? else {
+            return Ok(sweep);
+        };
         {
             let mut leases = txn.open_table(LEASES).store()?;
             let mut resources = txn.open_table(LEASE_RESOURCES).store()?;

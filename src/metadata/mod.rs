@@ -16,7 +16,8 @@
 //! * `containers`: (namespace, id) → the container record (`Any` values byte for byte)
 //!
 //! A file that exists is opened at start-up (a damaged one stops the plugin there); a new
-//! one is created by the first transaction, so a first boot does not wait for its flushes.
+//! one is created by the first transaction, so a first boot does not wait for its flushes,
+//! and a garbage collection before anything was written makes none (`crate::dbfile`).
 
 mod containers;
 mod content;
@@ -29,12 +30,12 @@ mod snapshots;
 mod store;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::path::Path;
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::RwLock;
 use redb::{Database, ReadableTable, TableDefinition};
 
+use crate::dbfile::DbFile;
 use crate::errdefs::{Class, Error};
 use crate::labels::{update_labels, validate_label, validate_labels};
 
@@ -72,25 +73,18 @@ pub struct Db {
 pub type MutationCallback = Box<dyn Fn(bool) + Send + Sync>;
 
 /// The redb file, opened (or created with its tables) on first use.
-struct LazyDatabase {
-    path: PathBuf,
-    db: OnceLock<Database>,
-    opening: Mutex<()>,
-}
+struct LazyDatabase(DbFile);
 
 impl LazyDatabase {
     fn get(&self) -> Result<&Database, Error> {
-        if let Some(db) = self.db.get() {
-            return Ok(db);
-        }
-        let _opening = self.opening.lock();
-        if let Some(db) = self.db.get() {
-            return Ok(db);
-        }
-        let db = create(&self.path).map_err(|e| {
-            Error::new(Class::Unknown, format!("open {}: {e}", self.path.display()))
-        })?;
-        Ok(self.db.get_or_init(|| db))
+        self.0.get().map_err(|e| self.open_error(e))
+    }
+
+    fn open_error(&self, e: Box<redb::Error>) -> Error {
+        Error::new(
+            Class::Unknown,
+            format!("open {}: {e}", self.0.path().display()),
+        )
     }
 
     fn begin_read(&self) -> Result<redb::ReadTransaction, Error> {
@@ -100,44 +94,38 @@ impl LazyDatabase {
     fn begin_write(&self) -> Result<redb::WriteTransaction, Error> {
         self.get()?.begin_write().store()
     }
+
+    /// A write transaction on the file when it exists; `None` when nothing was ever written.
+    fn begin_write_existing(&self) -> Result<Option<redb::WriteTransaction>, Error> {
+        match self.0.existing().map_err(|e| self.open_error(e))? {
+            Some(db) => db.begin_write().store().map(Some),
+            None => Ok(None),
+        }
+    }
 }
 
-/// Opens (creating) the file at `path` with every table.
-fn create(path: &Path) -> Result<Database, Box<redb::Error>> {
-    fn boxed(e: impl Into<redb::Error>) -> Box<redb::Error> {
-        Box::new(e.into())
-    }
-    let db = redb::Builder::new()
-        .set_cache_size(crate::codec::CACHE_BYTES)
-        .create(path)
-        .map_err(boxed)?;
-    let mut txn = db.begin_write().map_err(boxed)?;
-    // Creating empty tables needs no flush of its own: after a crash they are created
-    // again, and the first real change commits them durably.
-    txn.set_durability(redb::Durability::None);
-    {
-        txn.open_table(NAMESPACES).map_err(boxed)?;
-        txn.open_table(CONTENT).map_err(boxed)?;
-        txn.open_table(LEASES).map_err(boxed)?;
-        txn.open_table(LEASE_RESOURCES).map_err(boxed)?;
-        txn.open_table(SNAPSHOTS).map_err(boxed)?;
-        txn.open_table(COUNTERS).map_err(boxed)?;
-        txn.open_table(IMAGES).map_err(boxed)?;
-        txn.open_table(CONTAINERS).map_err(boxed)?;
-    }
-    txn.commit().map_err(boxed)?;
-    Ok(db)
+/// Every table, created in a new file's first transaction.
+fn tables(txn: &redb::WriteTransaction) -> Result<(), redb::TableError> {
+    txn.open_table(NAMESPACES)?;
+    txn.open_table(CONTENT)?;
+    txn.open_table(LEASES)?;
+    txn.open_table(LEASE_RESOURCES)?;
+    txn.open_table(SNAPSHOTS)?;
+    txn.open_table(COUNTERS)?;
+    txn.open_table(IMAGES)?;
+    txn.open_table(CONTAINERS)?;
+    Ok(())
 }
 
 impl Db {
     /// The database in the file at `path`, usually `<root>/meta.redb`: opened now when the
     /// file exists, created by the first transaction otherwise.
     pub fn open(path: &Path) -> Result<Db, Error> {
-        let lazy = LazyDatabase {
-            path: path.to_path_buf(),
-            db: OnceLock::new(),
-            opening: Mutex::new(()),
-        };
+        let lazy = LazyDatabase(DbFile::new(
+            path.to_path_buf(),
+            tables,
+            crate::codec::CACHE_BYTES,
+        ));
         if path.exists() {
             lazy.get()?;
         }
@@ -149,7 +137,7 @@ impl Db {
 
     /// Whether the file has been opened or created yet.
     pub fn is_open(&self) -> bool {
-        self.db.db.get().is_some()
+        self.db.0.is_open()
     }
 
     /// Registers `callback` to hear of every committed change (the GC scheduler's feed).

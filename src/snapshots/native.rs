@@ -15,17 +15,22 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use std::sync::OnceLock;
-
 use parking_lot::Mutex;
 use redb::{Database, ReadableTable, TableDefinition};
 
 use super::{Info, Kind, Mount, Snapshotter, Usage};
 use crate::codec::{Decoder, Encoder};
+use crate::dbfile::DbFile;
 use crate::errdefs::{Class, Error};
 
 const SNAPSHOTS: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshots");
 const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
+
+fn tables(txn: &redb::WriteTransaction) -> Result<(), redb::TableError> {
+    txn.open_table(SNAPSHOTS)?;
+    txn.open_table(COUNTERS)?;
+    Ok(())
+}
 
 /// One stored snapshot.
 #[derive(Debug, Clone)]
@@ -85,11 +90,9 @@ fn io_err(what: impl std::fmt::Display) -> impl FnOnce(io::Error) -> Error {
 /// The native snapshotter; see the module documentation.
 pub struct Native {
     root: PathBuf,
-    /// Opened on first use: creating the file costs several milliseconds of start-up
-    /// that a daemon which never touches snapshots should not pay.
-    db: OnceLock<Database>,
-    /// Serialises the first open.
-    opening: Mutex<()>,
+    /// `metadata.redb`, opened on first use: creating the file costs several milliseconds
+    /// of start-up that a daemon which never touches snapshots should not pay.
+    db: DbFile,
     /// Serialises directory work with the records that describe it.
     lock: Mutex<()>,
 }
@@ -109,32 +112,18 @@ impl Native {
         }
         Ok(Native {
             root: root.to_path_buf(),
-            db: OnceLock::new(),
-            opening: Mutex::new(()),
+            db: DbFile::new(
+                root.join("metadata.redb"),
+                tables,
+                crate::codec::CACHE_BYTES,
+            ),
             lock: Mutex::new(()),
         })
     }
 
     /// The records' database, opened (and created) on first use.
     fn db(&self) -> Result<&Database, Error> {
-        if let Some(db) = self.db.get() {
-            return Ok(db);
-        }
-        let _opening = self.opening.lock();
-        if let Some(db) = self.db.get() {
-            return Ok(db);
-        }
-        let db = redb::Builder::new()
-            .set_cache_size(crate::codec::CACHE_BYTES)
-            .create(self.root.join("metadata.redb"))
-            .map_err(store_err)?;
-        let mut txn = db.begin_write().map_err(store_err)?;
-        // Empty tables are created again after a crash; no flush needed for them alone.
-        txn.set_durability(redb::Durability::None);
-        txn.open_table(SNAPSHOTS).map_err(store_err)?;
-        txn.open_table(COUNTERS).map_err(store_err)?;
-        txn.commit().map_err(store_err)?;
-        Ok(self.db.get_or_init(|| db))
+        self.db.get().map_err(|e| store_err(*e))
     }
 
     /// The plugin root (exported as `root`).
@@ -410,7 +399,11 @@ impl Snapshotter for Native {
     }
 
     fn list(&self) -> Result<Vec<Info>, Error> {
-        let txn = self.db()?.begin_read().map_err(store_err)?;
+        // No file yet: no snapshot was ever made (and a listing makes no file).
+        let Some(db) = self.db.existing().map_err(|e| store_err(*e))? else {
+            return Ok(Vec::new());
+        };
+        let txn = db.begin_read().map_err(store_err)?;
         let table = txn.open_table(SNAPSHOTS).map_err(store_err)?;
         let mut out = Vec::new();
         for row in table.iter().map_err(store_err)? {

@@ -10,18 +10,23 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
-use std::sync::OnceLock;
 use std::time::SystemTime;
 
-use parking_lot::Mutex;
 use redb::{Database, ReadableTable, TableDefinition};
 
 use super::{Info, Kind, Usage};
 use crate::codec::{Decoder, Encoder};
+use crate::dbfile::DbFile;
 use crate::errdefs::{Class, Error};
 
 const SNAPSHOTS: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshots");
 const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
+
+fn tables(txn: &redb::WriteTransaction) -> Result<(), redb::TableError> {
+    txn.open_table(SNAPSHOTS)?;
+    txn.open_table(COUNTERS)?;
+    Ok(())
+}
 
 /// One stored snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,40 +100,19 @@ fn missing() -> Error {
 
 /// See the module documentation.
 pub struct Store {
-    path: PathBuf,
-    db: OnceLock<Database>,
-    opening: Mutex<()>,
+    db: DbFile,
 }
 
 impl Store {
     /// A store kept in the file `path` (created on first use).
     pub fn new(path: PathBuf) -> Store {
         Store {
-            path,
-            db: OnceLock::new(),
-            opening: Mutex::new(()),
+            db: DbFile::new(path, tables, crate::codec::CACHE_BYTES),
         }
     }
 
     fn db(&self) -> Result<&Database, Error> {
-        if let Some(db) = self.db.get() {
-            return Ok(db);
-        }
-        let _opening = self.opening.lock();
-        if let Some(db) = self.db.get() {
-            return Ok(db);
-        }
-        let db = redb::Builder::new()
-            .set_cache_size(crate::codec::CACHE_BYTES)
-            .create(&self.path)
-            .map_err(store_err)?;
-        let mut txn = db.begin_write().map_err(store_err)?;
-        // Empty tables are created again after a crash; no flush needed for them alone.
-        txn.set_durability(redb::Durability::None);
-        txn.open_table(SNAPSHOTS).map_err(store_err)?;
-        txn.open_table(COUNTERS).map_err(store_err)?;
-        txn.commit().map_err(store_err)?;
-        Ok(self.db.get_or_init(|| db))
+        self.db.get().map_err(|e| store_err(*e))
     }
 
     pub fn get(&self, key: &str) -> Result<Option<Record>, Error> {
@@ -329,7 +313,11 @@ impl Store {
 
     /// Every record, in key order.
     pub fn list(&self) -> Result<Vec<(String, Record)>, Error> {
-        let txn = self.db()?.begin_read().map_err(store_err)?;
+        // No file yet: no snapshot was ever made (and a listing makes no file).
+        let Some(db) = self.db.existing().map_err(|e| store_err(*e))? else {
+            return Ok(Vec::new());
+        };
+        let txn = db.begin_read().map_err(store_err)?;
         let table = txn.open_table(SNAPSHOTS).map_err(store_err)?;
         let mut out = Vec::new();
         for row in table.iter().map_err(store_err)? {
