@@ -775,7 +775,9 @@ mod tests {
         w.write(b"orphan").unwrap();
         w.commit(6, None).unwrap();
         let native = crate::snapshots::native::Native::open(&native_root).unwrap();
-        native.prepare("default/7/loose", "", &BTreeMap::new()).unwrap();
+        native
+            .prepare("default/7/loose", "", &BTreeMap::new())
+            .unwrap();
         let meta = Metadata::new(
             Arc::new(Db::open(&dir.path().join("meta.redb")).unwrap()),
             store,

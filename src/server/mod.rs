@@ -294,6 +294,9 @@ fn boot_and_serve(
             })
             .map_err(|err| ServerError::Thread("ctrd-init", err))?
     };
+    // Meanwhile this thread builds gRPC core's environment for the unix listener, which
+    // would otherwise start only after the plugins.
+    let grpc_environment = grpc::environment("ctrd-grpc");
 
     // Step 3: wait for the plugins, handling signals meanwhile.
     let mut stop_requested = false;
@@ -330,13 +333,14 @@ fn boot_and_serve(
         ttrpc_serving: false,
     };
     let sender = main.sender().clone();
-    let expected = match daemon.start_listeners(&config, &mut endpoints, started, &sender) {
-        Ok(expected) => expected,
-        Err(err) => {
-            daemon.stop(main);
-            return Err(err);
-        }
-    };
+    let expected =
+        match daemon.start_listeners(&config, &mut endpoints, grpc_environment, started, &sender) {
+            Ok(expected) => expected,
+            Err(err) => {
+                daemon.stop(main);
+                return Err(err);
+            }
+        };
     let mut ready_listeners = 0;
     let outcome = loop {
         let Some(event) = main.next(Some(Instant::now() + TRIM_INTERVAL)) else {
@@ -435,6 +439,7 @@ impl Daemon {
         &mut self,
         config: &Config,
         endpoints: &mut activation::Endpoints,
+        grpc_environment: Arc<grpcio::Environment>,
         started: Instant,
         tx: &EventSender,
     ) -> Result<usize, ServerError> {
@@ -482,7 +487,7 @@ impl Daemon {
             bind,
             max_recv_message_size: config.grpc.max_recv_message_size,
             max_send_message_size: config.grpc.max_send_message_size,
-            cq_threads: 1,
+            environment: Some(grpc_environment),
             max_connections: config.grpc.max_connections,
         };
         self.spawn("ctrd-grpc", tx, move || {
@@ -521,7 +526,7 @@ impl Daemon {
                     },
                     max_recv_message_size: config.grpc.max_recv_message_size,
                     max_send_message_size: config.grpc.max_send_message_size,
-                    cq_threads: 1,
+                    environment: None,
                     max_connections: 0,
                 };
                 self.spawn("ctrd-tcp", tx, move || {
