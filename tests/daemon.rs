@@ -464,3 +464,35 @@ fn idle_threads_are_few_named_and_listed_by_the_debug_endpoint_and_the_docs() {
         );
     }
 }
+
+#[test]
+fn a_burst_of_more_calls_than_request_slots_is_answered_in_full() {
+    // The gRPC listener stands ready for 128 calls at a time; gRPC core holds the rest of a
+    // burst until the completion queue asks again, so none is refused or lost. 256 callers
+    // on four connections start together.
+    let daemon = Daemon::start("burst");
+    let callers = 256;
+    let channels: Vec<grpcio::Channel> = (0..4).map(|_| daemon.channel()).collect();
+    let start = std::sync::Arc::new(std::sync::Barrier::new(callers));
+    let threads: Vec<_> = (0..callers)
+        .map(|i| {
+            let client = VersionClient::new(channels[i % channels.len()].clone());
+            let start = start.clone();
+            std::thread::spawn(move || {
+                start.wait();
+                let deadline = grpcio::CallOption::default().timeout(Duration::from_secs(30));
+                client.version_opt(&Empty::new(), deadline)
+            })
+        })
+        .collect();
+    let answered = threads
+        .into_iter()
+        .map(|t| {
+            t.join()
+                .unwrap()
+                .expect("every call of the burst is answered")
+        })
+        .filter(|reply| reply.version == ctrd::VERSION)
+        .count();
+    assert_eq!(answered, callers);
+}
