@@ -38,6 +38,7 @@
 //! - [`platforms`]: platform specifiers and the host's platform.
 //! - [`identifiers`]: containerd's identifier rule.
 //! - [`codec`]: the byte layout of stored records.
+//! - `dbfile`: a store's redb file, opened or created on first use.
 //! - [`logging`]: logrus-style log lines.
 //! - [`timefmt`]: RFC 3339 timestamps as Go writes them.
 //! - [`sys`]: the few raw system calls (the only `unsafe` code).
