@@ -20,20 +20,17 @@ pub(crate) type Tables = fn(&WriteTransaction) -> Result<(), TableError>;
 pub(crate) struct DbFile {
     path: PathBuf,
     tables: Tables,
-    cache_bytes: usize,
     db: OnceLock<Database>,
     /// Serialises the first open.
     opening: Mutex<()>,
 }
 
 impl DbFile {
-    /// The file at `path`, not opened yet; `tables` creates a new file's tables and
-    /// `cache_bytes` bounds redb's page cache.
-    pub(crate) fn new(path: PathBuf, tables: Tables, cache_bytes: usize) -> DbFile {
+    /// The file at `path`, not opened yet; `tables` creates a new file's tables.
+    pub(crate) fn new(path: PathBuf, tables: Tables) -> DbFile {
         DbFile {
             path,
             tables,
-            cache_bytes,
             db: OnceLock::new(),
             opening: Mutex::new(()),
         }
@@ -58,7 +55,7 @@ impl DbFile {
             return Ok(db);
         }
         let db = redb::Builder::new()
-            .set_cache_size(self.cache_bytes)
+            .set_cache_size(crate::codec::CACHE_BYTES)
             .create(&self.path)
             .map_err(boxed)?;
         let mut txn = db.begin_write().map_err(boxed)?;
@@ -105,7 +102,7 @@ mod tests {
     fn a_look_at_a_file_never_written_makes_no_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.redb");
-        let file = DbFile::new(path.clone(), rows, 64 << 10);
+        let file = DbFile::new(path.clone(), rows);
         assert!(file.existing().unwrap().is_none());
         assert!(!path.exists());
         assert!(!file.is_open());
@@ -115,7 +112,7 @@ mod tests {
     fn the_first_use_creates_the_file_with_its_tables_and_later_looks_find_it() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.redb");
-        let file = DbFile::new(path.clone(), rows, 64 << 10);
+        let file = DbFile::new(path.clone(), rows);
         let db = file.get().unwrap();
         assert!(path.exists());
         let txn = db.begin_read().unwrap();
@@ -130,12 +127,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.redb");
         {
-            let file = DbFile::new(path.clone(), rows, 64 << 10);
+            let file = DbFile::new(path.clone(), rows);
             let txn = file.get().unwrap().begin_write().unwrap();
             txn.open_table(ROWS).unwrap().insert("a", 1).unwrap();
             txn.commit().unwrap();
         }
-        let file = DbFile::new(path, rows, 64 << 10);
+        let file = DbFile::new(path, rows);
         assert!(!file.is_open());
         let db = file.existing().unwrap().expect("the file exists");
         let txn = db.begin_read().unwrap();

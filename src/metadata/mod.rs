@@ -121,11 +121,7 @@ impl Db {
     /// The database in the file at `path`, usually `<root>/meta.redb`: opened now when the
     /// file exists, created by the first transaction otherwise.
     pub fn open(path: &Path) -> Result<Db, Error> {
-        let lazy = LazyDatabase(DbFile::new(
-            path.to_path_buf(),
-            tables,
-            crate::codec::CACHE_BYTES,
-        ));
+        let lazy = LazyDatabase(DbFile::new(path.to_path_buf(), tables));
         if path.exists() {
             lazy.get()?;
         }

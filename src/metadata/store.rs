@@ -753,18 +753,15 @@ mod tests {
     #[test]
     fn a_collection_before_anything_was_recorded_makes_no_file_and_sweeps_the_rest() {
         let dir = tempfile::tempdir().unwrap();
-        let db = Arc::new(Db::open(&dir.path().join("meta.redb")).unwrap());
         let store = Arc::new(content::Store::open(&dir.path().join("content")).unwrap());
         let native_root = dir.path().join("native");
-        let native = crate::snapshots::native::Native::open(&native_root).unwrap();
-        let meta = Metadata::new(db, store.clone(), SharingPolicy::Shared).with_snapshotters(
-            [(
-                "native".to_string(),
-                Arc::new(native) as Arc<dyn Snapshotter>,
-            )]
-            .into(),
-        );
-        let stats = meta.garbage_collect().unwrap();
+        let native = || Arc::new(crate::snapshots::native::Native::open(&native_root).unwrap());
+        let metadata = |native: Arc<crate::snapshots::native::Native>| {
+            let db = Arc::new(Db::open(&dir.path().join("meta.redb")).unwrap());
+            Metadata::new(db, store.clone(), SharingPolicy::Shared)
+                .with_snapshotters([("native".to_string(), native as Arc<dyn Snapshotter>)].into())
+        };
+        let stats = metadata(native()).garbage_collect().unwrap();
         assert_eq!(stats.removed, 0);
         assert!(!dir.path().join("meta.redb").exists());
         assert!(!native_root.join("metadata.redb").exists());
@@ -774,23 +771,11 @@ mod tests {
         let mut w = store.writer("orphan", 0, None).unwrap();
         w.write(b"orphan").unwrap();
         w.commit(6, None).unwrap();
-        let native = crate::snapshots::native::Native::open(&native_root).unwrap();
-        native
+        let loose = native();
+        loose
             .prepare("default/7/loose", "", &BTreeMap::new())
             .unwrap();
-        let meta = Metadata::new(
-            Arc::new(Db::open(&dir.path().join("meta.redb")).unwrap()),
-            store,
-            SharingPolicy::Shared,
-        )
-        .with_snapshotters(
-            [(
-                "native".to_string(),
-                Arc::new(native) as Arc<dyn Snapshotter>,
-            )]
-            .into(),
-        );
-        let stats = meta.garbage_collect().unwrap();
+        let stats = metadata(loose).garbage_collect().unwrap();
         assert_eq!(stats.removed, 2);
         assert_eq!(blobs(&dir), 0);
         assert!(!dir.path().join("meta.redb").exists());

@@ -112,11 +112,7 @@ impl Native {
         }
         Ok(Native {
             root: root.to_path_buf(),
-            db: DbFile::new(
-                root.join("metadata.redb"),
-                tables,
-                crate::codec::CACHE_BYTES,
-            ),
+            db: DbFile::new(root.join("metadata.redb"), tables),
             lock: Mutex::new(()),
         })
     }

@@ -107,7 +107,7 @@ impl Store {
     /// A store kept in the file `path` (created on first use).
     pub fn new(path: PathBuf) -> Store {
         Store {
-            db: DbFile::new(path, tables, crate::codec::CACHE_BYTES),
+            db: DbFile::new(path, tables),
         }
     }
 
