@@ -295,6 +295,58 @@ fn a_ping_flood_stays_bounded_and_its_memory_returned() {
     assert_answering(&daemon);
 }
 
+/// A connection whose peer never reads leaves gRPC core with writes it cannot finish; it
+/// hands that connection to a poller on its executor thread. With the executor's threads
+/// switched off (a way to two fewer threads, tried and dropped) that poller ran on the
+/// completion-queue thread and held it, and every other call waited for the stalled peer.
+#[test]
+fn a_peer_that_never_reads_stalls_no_other_call() {
+    let daemon = Daemon::start("abuse-stalled-peer");
+    let mut stalled = UnixStream::connect(&daemon.socket).expect("connect");
+    stalled
+        .set_write_timeout(Some(Duration::from_secs(1)))
+        .expect("timeout");
+    let mut bytes = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    bytes.extend(frame(4, 0, 0, &[]));
+    stalled.write_all(&bytes).expect("preface");
+    // Pings until the daemon stops reading: its acks fill the socket we never read.
+    let mut sent = 0u64;
+    let blocked = loop {
+        let batch: Vec<u8> = (sent..sent + 1000)
+            .flat_map(|i| frame(6, 0, 0, &i.to_be_bytes()))
+            .collect();
+        if stalled.write_all(&batch).is_err() {
+            break true;
+        }
+        sent += 1000;
+        if sent >= 100_000 {
+            break false;
+        }
+    };
+    assert!(
+        blocked,
+        "the daemon read {sent} pings without its answers backing up"
+    );
+    let version = ctrd::api::version::VersionClient::new(daemon.channel());
+    for call in 0..5 {
+        let start = Instant::now();
+        version
+            .version_opt(
+                &ctrd::api::Empty::new(),
+                CallOption::default().timeout(Duration::from_secs(1)),
+            )
+            .unwrap_or_else(|err| {
+                panic!("Version call {call} not answered within 1 s beside a stalled peer: {err}")
+            });
+        eprintln!(
+            "abuse: Version beside a stalled peer ({sent} pings): {:?}",
+            start.elapsed()
+        );
+    }
+    drop(stalled);
+    assert_answering(&daemon);
+}
+
 #[test]
 fn a_subscriber_that_never_reads_is_dropped_within_its_budget() {
     use ctrd::api::events::{EventsClient, PublishRequest, SubscribeRequest};
