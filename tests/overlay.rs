@@ -141,7 +141,20 @@ fn ctr_snapshots_overlayfs_lifecycle() {
     if !is_root() {
         return;
     }
-    let daemon = Daemon::start("overlay");
+    // `ctr snapshots view` labels nothing (containerd's neither), so a collection between a
+    // view and its removal takes it: collections run only at start and when asked, not after
+    // the diff's temporary views are removed (which made this test depend on timing).
+    let daemon = Daemon::start_with(
+        "overlay",
+        Options {
+            config: Some(
+                "version = 3\n[plugins.'io.containerd.gc.v1.scheduler']\n\
+                 deletion_threshold = 1000000\nmutation_threshold = 1000000\n"
+                    .into(),
+            ),
+            ..Default::default()
+        },
+    );
     wait_for("the start-up collection", START_DEADLINE, || {
         daemon.logs().contains("garbage collected").then_some(())
     });
