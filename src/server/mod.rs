@@ -268,6 +268,7 @@ fn boot_and_serve(
     main: &mut MainLoop,
 ) -> Result<(), ServerError> {
     dirs::create_top_level(&config)?;
+    crate::snapshots::overlay::plugin::prestart_check(&config);
     crate::workers::configure(config.grpc.workers);
     apply::apply(&config)?;
     config::parse_timeouts(&config)?;
@@ -312,13 +313,20 @@ fn boot_and_serve(
             _ => {}
         }
     };
-    let _ = init.join();
+    // The init thread has sent its result and is ending: it is joined once the listeners
+    // are on their way (its teardown took ~0.2 ms of the start before them).
     let set = match set {
         Ok(set) => set,
-        Err(ServerError::Cancelled) => return Ok(()),
-        Err(err) => return Err(err),
+        Err(err) => {
+            let _ = init.join();
+            return match err {
+                ServerError::Cancelled => Ok(()),
+                err => Err(err),
+            };
+        }
     };
     if stop_requested {
+        let _ = init.join();
         notify::notify("STOPPING=1");
         init::close_all(&set);
         return Ok(());
@@ -337,10 +345,12 @@ fn boot_and_serve(
         match daemon.start_listeners(&config, &mut endpoints, grpc_environment, started, &sender) {
             Ok(expected) => expected,
             Err(err) => {
+                let _ = init.join();
                 daemon.stop(main);
                 return Err(err);
             }
         };
+    let _ = init.join();
     let mut ready_listeners = 0;
     let outcome = loop {
         let Some(event) = main.next(Some(Instant::now() + TRIM_INTERVAL)) else {

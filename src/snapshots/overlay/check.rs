@@ -3,10 +3,11 @@
 //! with two lower directories must succeed in a scratch directory under the root. Also the
 //! mount options the kernel wants (`index=off`, `userxattr`).
 //!
-//! The test mount is made by a short-lived thread (`ctrd-ovl-check`) in a private mount
-//! namespace of its own: the caller waits only for the mount's outcome, while the thread
-//! unmounts (which waits for the kernel's RCU grace period, milliseconds of start-up) and
-//! removes the scratch directory. Should the process die first, the mount dies with the
+//! The check runs on a short-lived thread (`ctrd-ovl-check`), the test mount in a private
+//! mount namespace of its own. The daemon starts it before its plugins ([`prestart`]), so
+//! it overlaps their start-up until the overlayfs plugin takes the verdict; the thread
+//! then unmounts (which waits for the kernel's RCU grace period, milliseconds of start-up)
+//! and removes the scratch directory. Should the process die first, the mount dies with the
 //! thread's namespace and never shows on the host; a leftover scratch directory is removed
 //! by the next check.
 
@@ -51,24 +52,104 @@ impl Drop for Cleanup {
 /// `Ok` (with the check's tail still running) when overlay can be used under `root`, else
 /// why not.
 pub fn supported(root: &Path) -> Result<Cleanup, String> {
-    remove_leftovers(root);
-    match supports_d_type(root) {
-        Ok(true) => {}
-        Ok(false) => {
-            return Err(format!(
-                "{} does not support d_type. If the backing filesystem is xfs, please reformat with ftype=1 to enable d_type support",
-                root.display()
-            ))
-        }
-        Err(err) => {
-            return Err(format!(
-                "cannot check d_type support of {}: {err}",
-                root.display()
-            ))
+    start(root).outcome()
+}
+
+/// A check running on its own thread (see [`start`]).
+pub struct Pending {
+    root: PathBuf,
+    outcome: crossbeam_channel::Receiver<Result<(), String>>,
+    cleanup: Cleanup,
+}
+
+impl Pending {
+    /// Waits for the verdict: as [`supported`].
+    pub fn outcome(self) -> Result<Cleanup, String> {
+        let Pending {
+            outcome,
+            mut cleanup,
+            ..
+        } = self;
+        match outcome.recv() {
+            Ok(Ok(())) => Ok(cleanup),
+            Ok(Err(err)) => {
+                cleanup.join();
+                Err(err)
+            }
+            Err(_) => {
+                cleanup.join();
+                Err("failed to mount overlay: the overlay check thread ended early".into())
+            }
         }
     }
-    mount_check(root, "multiple-lowerdir-check", &[])
-        .map_err(|err| format!("failed to mount overlay: {err}"))
+}
+
+/// Starts the whole check of `root` (an existing directory) on the `ctrd-ovl-check` thread:
+/// leftovers, `d_type`, then the test mount. The caller goes on at once.
+pub fn start(root: &Path) -> Pending {
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let thread_root = root.to_path_buf();
+    let spawned = std::thread::Builder::new()
+        .name("ctrd-ovl-check".into())
+        .spawn(move || check_root(&thread_root, tx));
+    if let Err(err) = &spawned {
+        log::warn!("no thread for the overlay check: {err}");
+    }
+    Pending {
+        root: root.to_path_buf(),
+        outcome: rx,
+        cleanup: Cleanup(spawned.ok()),
+    }
+}
+
+/// A check started before the plugins (see [`prestart`]).
+static PRESTARTED: parking_lot::Mutex<Option<Pending>> = parking_lot::Mutex::new(None);
+
+/// Starts the check of `root` now, for the overlayfs plugin to take when its turn comes:
+/// the test mount then overlaps the start-up work before it.
+pub fn prestart(root: &Path) {
+    *PRESTARTED.lock() = Some(start(root));
+}
+
+/// The verdict for `root`: from the check [`prestart`] began if it was for `root`, else from
+/// one started now.
+pub fn supported_prestarted(root: &Path) -> Result<Cleanup, String> {
+    let early = PRESTARTED.lock().take();
+    match early {
+        Some(pending) if pending.root == root => pending.outcome(),
+        other => {
+            // One for another root (not expected) runs to its end on its own.
+            drop(other);
+            supported(root)
+        }
+    }
+}
+
+/// The check thread of [`start`].
+fn check_root(root: &Path, outcome: crossbeam_channel::Sender<Result<(), String>>) {
+    remove_leftovers(root);
+    let verdict = match supports_d_type(root) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(format!(
+            "{} does not support d_type. If the backing filesystem is xfs, please reformat with ftype=1 to enable d_type support",
+            root.display()
+        )),
+        Err(err) => Err(format!(
+            "cannot check d_type support of {}: {err}",
+            root.display()
+        )),
+    };
+    if let Err(err) = verdict {
+        let _ = outcome.send(Err(err));
+        return;
+    }
+    let report = |result: io::Result<()>| {
+        let _ = outcome.send(result.map_err(|err| format!("failed to mount overlay: {err}")));
+    };
+    match scratch_mount(root, "multiple-lowerdir-check", &[]) {
+        Ok((m, scratch)) => mount_and_undo(&m, &scratch, report),
+        Err(err) => report(Err(err)),
+    }
 }
 
 /// Removes scratch directories an earlier check left (its process died first).
@@ -99,10 +180,9 @@ pub fn supports_d_type(dir: &Path) -> io::Result<bool> {
     result
 }
 
-/// Mounts an overlay of two lower directories, an upper and a work directory in a scratch
-/// directory under `root` (with `extra` options), from a thread in a private mount
-/// namespace; see the module documentation.
-fn mount_check(root: &Path, prefix: &str, extra: &[&str]) -> io::Result<Cleanup> {
+/// The scratch directory of a test mount under `root` and the overlay of two lower
+/// directories, an upper and a work directory in it (with `extra` options).
+fn scratch_mount(root: &Path, prefix: &str, extra: &[&str]) -> io::Result<(Mount, PathBuf)> {
     let scratch = mount::unique_dir(root, prefix)?;
     let made = (|| {
         for dir in ["lower1", "lower2", "upper", "work", "merged"] {
@@ -129,11 +209,22 @@ fn mount_check(root: &Path, prefix: &str, extra: &[&str]) -> io::Result<Cleanup>
         target: String::new(),
         options,
     };
+    Ok((m, scratch))
+}
+
+/// Makes a test mount under `root` (with `extra` options) from a thread in a private mount
+/// namespace and waits for its outcome; see the module documentation.
+fn mount_check(root: &Path, prefix: &str, extra: &[&str]) -> io::Result<Cleanup> {
+    let (m, scratch) = scratch_mount(root, prefix, extra)?;
     let (tx, rx) = crossbeam_channel::bounded(1);
     let thread_scratch = scratch.clone();
     let spawned = std::thread::Builder::new()
         .name("ctrd-ovl-check".into())
-        .spawn(move || check_thread(&m, &thread_scratch, &tx));
+        .spawn(move || {
+            mount_and_undo(&m, &thread_scratch, |result| {
+                let _ = tx.send(result);
+            })
+        });
     let handle = match spawned {
         Ok(handle) => handle,
         Err(err) => {
@@ -155,9 +246,9 @@ fn mount_check(root: &Path, prefix: &str, extra: &[&str]) -> io::Result<Cleanup>
     }
 }
 
-/// The check thread: its own mount namespace (private, so nothing propagates to the host),
-/// the test mount, the outcome sent, then the unmount and the scratch directory removed.
-fn check_thread(m: &Mount, scratch: &PathBuf, tx: &crossbeam_channel::Sender<io::Result<()>>) {
+/// On a check thread: its own mount namespace (private, so nothing propagates to the host),
+/// the test mount, its outcome reported, then the unmount and the scratch directory removed.
+fn mount_and_undo(m: &Mount, scratch: &Path, report: impl FnOnce(io::Result<()>)) {
     let merged = scratch.join("merged");
     let mounted = crate::sys::unshare(libc::CLONE_NEWNS)
         .and_then(|()| {
@@ -171,7 +262,7 @@ fn check_thread(m: &Mount, scratch: &PathBuf, tx: &crossbeam_channel::Sender<io:
         })
         .and_then(|()| mount::mount(m, &merged));
     let ok = mounted.is_ok();
-    let _ = tx.send(mounted);
+    report(mounted);
     if ok {
         if let Err(err) = mount::unmount_all(&merged) {
             log::warn!("failed to unmount {}: {err}", merged.display());
