@@ -141,20 +141,7 @@ fn ctr_snapshots_overlayfs_lifecycle() {
     if !is_root() {
         return;
     }
-    // `ctr snapshots view` labels nothing (containerd's neither), so a collection between a
-    // view and its removal takes it: collections run only at start and when asked, not after
-    // the diff's temporary views are removed (which made this test depend on timing).
-    let daemon = Daemon::start_with(
-        "overlay",
-        Options {
-            config: Some(
-                "version = 3\n[plugins.'io.containerd.gc.v1.scheduler']\n\
-                 deletion_threshold = 1000000\nmutation_threshold = 1000000\n"
-                    .into(),
-            ),
-            ..Default::default()
-        },
-    );
+    let daemon = Daemon::start("overlay");
     wait_for("the start-up collection", START_DEADLINE, || {
         daemon.logs().contains("garbage collected").then_some(())
     });
@@ -244,12 +231,29 @@ fn ctr_snapshots_overlayfs_lifecycle() {
     );
     snap(&daemon, &["commit", "child-c", "child"]);
 
-    // Views: one parent is a read-only bind, several a read-only overlay of lowers.
-    snap(&daemon, &["view", "v1", "base-c"]);
+    // Views: one parent is a read-only bind, several a read-only overlay of lowers. Made
+    // through the API with a gc.root label: `ctr snapshots view` labels nothing (nor does
+    // containerd's), so the collection the diff's temporary views set off below could take
+    // them before the test removes them (it did, when a scheduled check fell in between).
+    let rooted_view = |key: &str, parent: &str| {
+        SnapshotsClient::new(daemon.channel())
+            .view_opt(
+                &ViewSnapshotRequest {
+                    snapshotter: SN.into(),
+                    key: key.into(),
+                    parent: parent.into(),
+                    labels: rooted(),
+                    ..Default::default()
+                },
+                opt(),
+            )
+            .expect("view");
+    };
+    rooted_view("v1", "base-c");
     let (kind, source, options) = mount_line(&daemon, "v1");
     assert_eq!((kind.as_str(), source), ("bind", layer_dir(&daemon, 1)));
     assert_eq!(options, ["ro", "rbind"]);
-    snap(&daemon, &["view", "v2", "child-c"]);
+    rooted_view("v2", "child-c");
     let (kind, _, options) = mount_line(&daemon, "v2");
     assert_eq!(kind, "overlay");
     assert!(
