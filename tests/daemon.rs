@@ -182,7 +182,7 @@ fn sigusr1_writes_every_thread_stack_to_a_file() {
         let text = std::fs::read_to_string(&dump).ok()?;
         (!text.is_empty()).then_some(text)
     });
-    assert!(text.contains("\"ctrd-grpc\""), "{text}");
+    assert!(text.contains("\"ctrd-grpc-cq-0\""), "{text}");
     // The main thread reads the signals itself.
     assert!(text.contains("\"ctrd\":"), "{text}");
     assert!(daemon.logs().contains("BEGIN thread stack dump"));
@@ -332,9 +332,8 @@ fn ctr_namespaces_create_list_label_remove() {
 /// ctrd's own threads in an idle daemon with the metrics and debug listeners on: the main
 /// thread (signals, timers and every waiting future), one thread per listener, and the gRPC
 /// server's completion queue.
-const CTRD_IDLE: [&str; 6] = [
+const CTRD_IDLE: [&str; 5] = [
     "ctrd",
-    "ctrd-grpc",
     "ctrd-grpc-cq-0",
     "ctrd-ttrpc",
     "ctrd-metrics",
@@ -358,11 +357,11 @@ const GRPC_CORE: [&str; 5] = [
 /// gRPC core's idle threads outside its event engine's pool (one of each).
 const GRPC_CORE_FIXED: usize = 4;
 
-/// The ceiling for an idle daemon: ctrd's 6; gRPC core's 4 and its event engine's pool,
-/// which keeps one thread per configured CPU (2 to 16) and starts more while busy (at
-/// start-up on a loaded machine too; they leave after 30 s in which no work reached them,
-/// which may be never), so up to twice as many and two more are allowed: 6 + 4 + 6 = 16
-/// on a 2-CPU machine, where an idle daemon runs 12 or 13. A thread per connection or per
+/// The ceiling for an idle daemon: ctrd's 5; gRPC core's 4 and its event engine's pool,
+/// which keeps one waiting thread per configured CPU (2 to 16) besides the one its poller
+/// holds, and starts more while busy (they leave after 30 s in which no work reached them,
+/// which may be never), so up to twice as many and two more are allowed: 5 + 4 + 6 = 15
+/// on a 2-CPU machine, where an idle daemon runs 11 or 12. A thread per connection or per
 /// call would pass it.
 fn idle_ceiling() -> usize {
     // gRPC core counts configured CPUs (sysconf(_SC_NPROCESSORS_CONF)), as glibc does:
@@ -419,7 +418,7 @@ fn idle_threads_are_few_named_and_listed_by_the_debug_endpoint_and_the_docs() {
             );
         }
         // As a set: in the static (musl) build gRPC core cannot name its threads, and they
-        // keep the name of the listener thread that started them (ctrd-grpc).
+        // keep the name of the thread that started them (the main thread, ctrd).
         let mut ours: Vec<&str> = names
             .iter()
             .map(String::as_str)

@@ -1,10 +1,12 @@
 //! gRPC listeners (unix socket, TCP with optional TLS/mTLS, a unix socket passed by systemd):
 //! a grpcio server owned by its listener thread (see [`super::listener`]).
 //!
-//! Unix sockets (the configured path and a socket systemd passed) are accepted by the
-//! listener thread itself (mio, woken by the stop interrupt), which hands each connection to
-//! the started server: gRPC core cannot listen on a descriptor it did not create, and cannot
-//! cap its connections (1.56 has no such setting). Past `[grpc] max_connections` live
+//! Unix sockets (the configured path and a socket systemd passed) are accepted by the main
+//! thread's poll ([`UnixServing`]), which hands each connection to the started server: gRPC
+//! core cannot listen on a descriptor it did not create, and cannot cap its connections
+//! (1.56 has no such setting). The listener's own thread is its completion queue's, which
+//! polls every connection; an accept loop beside it would be a second thread that only
+//! waits. Past `[grpc] max_connections` live
 //! connections a new one is closed at once, with one log line per flood. The count comes from
 //! the kernel: gRPC core closes connections on its own threads without telling us, so when
 //! the connections accepted since the last count would pass the cap, the listener counts the
@@ -80,17 +82,26 @@ pub struct GrpcSettings {
     pub max_connections: usize,
 }
 
+/// A TCP listener: gRPC core accepts; its thread waits for stop.
 struct GrpcServing {
     name: &'static str,
     server: grpcio::Server,
-    socket: Option<PathBuf>,
-    accept: Option<Acceptor>,
 }
 
-/// The accept loop of a unix socket.
+/// A started gRPC server on a unix socket, its connections accepted wherever
+/// [`UnixServing::accept_ready`] is called (the main thread's poll, see [`UnixServing::register`]).
+pub struct UnixServing {
+    name: &'static str,
+    server: grpcio::Server,
+    /// The socket file ctrd made (removed at stop); None for a socket systemd passed.
+    socket: Option<PathBuf>,
+    /// None once closed ([`UnixServing::close`]).
+    acceptor: Option<Acceptor>,
+}
+
+/// What a unix socket's accepting needs: the socket and the connection count.
 struct Acceptor {
     listener: UnixListener,
-    poll: mio::Poll,
     /// The socket's name as `/proc/net/unix` shows it (None: unnamed, so never counted).
     name: Option<String>,
     max_connections: usize,
@@ -111,9 +122,6 @@ const REQUEST_SLOTS: usize = 128;
 /// How often a listener at its cap counts its connections afresh.
 const RECOUNT_INTERVAL: Duration = Duration::from_millis(100);
 
-const LISTENER: mio::Token = mio::Token(0);
-const WAKE: mio::Token = mio::Token(1);
-
 /// gRPC core's environment for the listener `name`: the core's global start-up and one
 /// completion-queue thread (`{name}-cq-0`), which polls and runs unary handlers. Building
 /// it takes about a millisecond, so the daemon builds it while its plugins start.
@@ -126,17 +134,18 @@ pub fn environment(name: &str) -> Arc<Environment> {
     )
 }
 
-/// Builds, binds and starts a gRPC server (run on the listener thread).
-pub fn start(
-    name: &'static str,
-    settings: GrpcSettings,
+/// The server for `settings` with `services` registered, not yet started.
+fn build(
+    environment_ahead: Option<Arc<Environment>>,
+    name: &str,
+    max_recv_message_size: i64,
+    max_send_message_size: i64,
     services: Vec<grpcio::Service>,
-) -> Result<(Box<dyn Serving>, Option<Interrupt>), ServerError> {
-    let fail = |err: String| ServerError::Listener(name, err);
-    let env = settings.environment.unwrap_or_else(|| environment(name));
+) -> Result<grpcio::Server, String> {
+    let env = environment_ahead.unwrap_or_else(|| environment(name));
     let args = ChannelBuilder::new(env.clone())
-        .max_receive_message_len(clamp(settings.max_recv_message_size))
-        .max_send_message_len(clamp(settings.max_send_message_size))
+        .max_receive_message_len(clamp(max_recv_message_size))
+        .max_send_message_len(clamp(max_send_message_size))
         // A fixed flow-control window: without it the BDP estimator grows each stream's
         // window to many MiB, all of which a fast client may fill with buffered messages.
         .http2_bdp_probe(false)
@@ -166,7 +175,56 @@ pub fn start(
     for service in services {
         builder = builder.register_service(service);
     }
-    let mut server = builder.build().map_err(|err| fail(err.to_string()))?;
+    builder.build().map_err(|err| err.to_string())
+}
+
+/// Builds, binds and starts a gRPC server on TCP (run on the listener thread); gRPC core
+/// accepts its connections.
+pub fn start(
+    name: &'static str,
+    settings: GrpcSettings,
+    services: Vec<grpcio::Service>,
+) -> Result<(Box<dyn Serving>, Option<Interrupt>), ServerError> {
+    let fail = |err: String| ServerError::Listener(name, err);
+    let Bind::Tcp {
+        address,
+        credentials,
+    } = settings.bind
+    else {
+        return Err(fail("a unix socket is served by start_unix".into()));
+    };
+    let mut server = build(
+        settings.environment,
+        name,
+        settings.max_recv_message_size,
+        settings.max_send_message_size,
+        services,
+    )
+    .map_err(fail)?;
+    server
+        .add_listening_port(address.clone(), credentials)
+        .map_err(|err| fail(format!("listen on {address}: {err}")))?;
+    log::info!("serving gRPC on tcp {address}");
+    server.start();
+    Ok((Box::new(GrpcServing { name, server }), None))
+}
+
+/// Builds, binds and starts a gRPC server on a unix socket (the configured path or one
+/// systemd passed), whose connections the caller accepts (see [`UnixServing`]).
+pub fn start_unix(
+    name: &'static str,
+    settings: GrpcSettings,
+    services: Vec<grpcio::Service>,
+) -> Result<UnixServing, ServerError> {
+    let fail = |err: String| ServerError::Listener(name, err);
+    let mut server = build(
+        settings.environment,
+        name,
+        settings.max_recv_message_size,
+        settings.max_send_message_size,
+        services,
+    )
+    .map_err(fail)?;
     let max_connections = match settings.max_connections {
         0 => DEFAULT_MAX_CONNECTIONS,
         n => n,
@@ -180,49 +238,74 @@ pub fn start(
             log::info!("serving gRPC on {}", path.display());
             (listener, Some(path.clone()), path.display().to_string())
         }
-        Bind::Tcp {
-            address,
-            credentials,
-        } => {
-            server
-                .add_listening_port(address.clone(), credentials)
-                .map_err(|err| fail(format!("listen on {address}: {err}")))?;
-            log::info!("serving gRPC on tcp {address}");
-            server.start();
-            return Ok((
-                Box::new(GrpcServing {
-                    name,
-                    server,
-                    socket: None,
-                    accept: None,
-                }),
-                None,
-            ));
-        }
         Bind::Inherited { listener, label } => {
             log::info!("serving gRPC on the socket systemd passed ({label})");
             (listener, None, label)
         }
+        Bind::Tcp { address, .. } => {
+            return Err(fail(format!("tcp {address} is served by start")));
+        }
     };
-    let (acceptor, interrupt) =
-        Acceptor::new(listener, max_connections).map_err(|err| fail(format!("{label}: {err}")))?;
+    let acceptor = match Acceptor::new(listener, max_connections) {
+        Ok(acceptor) => acceptor,
+        Err(err) => {
+            if let Some(path) = &socket_path {
+                socket::remove(path);
+            }
+            return Err(fail(format!("{label}: {err}")));
+        }
+    };
     server.start();
-    Ok((
-        Box::new(GrpcServing {
-            name,
-            server,
-            socket: socket_path,
-            accept: Some(acceptor),
-        }),
-        Some(interrupt),
-    ))
+    Ok(UnixServing {
+        name,
+        server,
+        socket: socket_path,
+        acceptor: Some(acceptor),
+    })
+}
+
+impl UnixServing {
+    /// Registers the listening socket with `registry` as `token` (edge-triggered: call
+    /// [`UnixServing::accept_ready`] on each readiness event).
+    pub fn register(&self, registry: &mio::Registry, token: mio::Token) -> std::io::Result<()> {
+        match &self.acceptor {
+            Some(acceptor) => registry.register(
+                &mut mio::unix::SourceFd(&acceptor.listener.as_raw_fd()),
+                token,
+                mio::Interest::READABLE,
+            ),
+            None => Ok(()),
+        }
+    }
+
+    /// Hands every pending connection to the server (past the cap, closes it).
+    pub fn accept_ready(&mut self) {
+        if let Some(acceptor) = &mut self.acceptor {
+            acceptor.accept_all(self.name, &mut self.server);
+        }
+    }
+
+    /// Stops accepting: the listening socket is deregistered from `registry` and closed,
+    /// so new connections are refused; the server keeps serving those it has.
+    pub fn close(&mut self, registry: &mio::Registry) {
+        if let Some(acceptor) = self.acceptor.take() {
+            let _ = registry.deregister(&mut mio::unix::SourceFd(&acceptor.listener.as_raw_fd()));
+        }
+    }
+
+    /// Shuts the server down (drain, then cancel) and removes the socket file ctrd made.
+    pub fn stop(mut self) {
+        self.acceptor.take();
+        shut_down(self.name, &mut self.server);
+        if let Some(path) = &self.socket {
+            socket::remove(path);
+        }
+        log::info!("{} stopped", self.name);
+    }
 }
 
 impl Acceptor {
-    fn new(
-        listener: UnixListener,
-        max_connections: usize,
-    ) -> std::io::Result<(Acceptor, Interrupt)> {
+    fn new(listener: UnixListener, max_connections: usize) -> std::io::Result<Acceptor> {
         listener.set_nonblocking(true)?;
         let name = listener.local_addr().ok().and_then(|addr| {
             use std::os::linux::net::SocketAddrExt as _;
@@ -233,28 +316,14 @@ impl Acceptor {
                     .map(|n| format!("@{}", String::from_utf8_lossy(n)))
             }
         });
-        let poll = mio::Poll::new()?;
-        poll.registry().register(
-            &mut mio::unix::SourceFd(&listener.as_raw_fd()),
-            LISTENER,
-            mio::Interest::READABLE,
-        )?;
-        let waker = mio::Waker::new(poll.registry(), WAKE)?;
-        let interrupt: Interrupt = Box::new(move || {
-            let _ = waker.wake();
-        });
-        Ok((
-            Acceptor {
-                listener,
-                poll,
-                name,
-                max_connections,
-                live: 0,
-                refusing: false,
-                counted: None,
-            },
-            interrupt,
-        ))
+        Ok(Acceptor {
+            listener,
+            name,
+            max_connections,
+            live: 0,
+            refusing: false,
+            counted: None,
+        })
     }
 
     /// Whether one more connection may be served: counts afresh when the estimate would pass
@@ -293,41 +362,25 @@ impl Acceptor {
         false
     }
 
-    /// Hands every new connection to `server` until `stop` fires.
-    fn serve(
-        mut self,
-        name: &str,
-        server: &mut grpcio::Server,
-        stop: &Receiver<()>,
-    ) -> Result<(), String> {
-        let mut events = mio::Events::with_capacity(4);
+    /// Takes every pending connection (the socket is edge-triggered) and hands it to
+    /// `server`, or closes it past the cap.
+    fn accept_all(&mut self, name: &str, server: &mut grpcio::Server) {
         loop {
-            if !matches!(stop.try_recv(), Err(crossbeam_channel::TryRecvError::Empty)) {
-                return Ok(());
-            }
-            match self.poll.poll(&mut events, None) {
-                Ok(()) => {}
+            match self.listener.accept() {
+                Ok((stream, _)) => {
+                    if !self.admit(name) {
+                        drop(stream);
+                        continue;
+                    }
+                    if let Err(err) = crate::sys::grpc_serve_connection(server, stream) {
+                        log::warn!("{name}: dropped a connection: {err}");
+                    }
+                }
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => return,
                 Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(err) => return Err(format!("poll: {err}")),
-            }
-            // Edge-triggered: take every pending connection.
-            loop {
-                match self.listener.accept() {
-                    Ok((stream, _)) => {
-                        if !self.admit(name) {
-                            drop(stream);
-                            continue;
-                        }
-                        if let Err(err) = crate::sys::grpc_serve_connection(server, stream) {
-                            log::warn!("{name}: dropped a connection: {err}");
-                        }
-                    }
-                    Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => break,
-                    Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(err) => {
-                        log::warn!("{name}: accept: {err}");
-                        break;
-                    }
+                Err(err) => {
+                    log::warn!("{name}: accept: {err}");
+                    return;
                 }
             }
         }
@@ -336,18 +389,8 @@ impl Acceptor {
 
 impl Serving for GrpcServing {
     fn run(mut self: Box<Self>, stop: Receiver<()>) -> Result<(), String> {
-        let served = match self.accept.take() {
-            Some(acceptor) => acceptor.serve(self.name, &mut self.server, &stop),
-            None => {
-                let _ = stop.recv();
-                Ok(())
-            }
-        };
+        let _ = stop.recv();
         shut_down(self.name, &mut self.server);
-        served?;
-        if let Some(path) = &self.socket {
-            socket::remove(path);
-        }
         Ok(())
     }
 }
@@ -423,7 +466,7 @@ Num       RefCount Protocol Flags    Type St Inode Path
         let path = dir.join("s.sock");
         let _ = std::fs::remove_file(&path);
         let listener = UnixListener::bind(&path).unwrap();
-        let (mut acceptor, _interrupt) = Acceptor::new(listener, 2).unwrap();
+        let mut acceptor = Acceptor::new(listener, 2).unwrap();
         let mut clients = Vec::new();
         let mut served = Vec::new();
         for _ in 0..3 {

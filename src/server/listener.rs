@@ -1,8 +1,9 @@
-//! One named thread per listener, started and stopped over crossbeam channels.
+//! One named thread per listener, started and stopped over crossbeam channels (all but the
+//! gRPC unix socket, which the main thread accepts on for its completion-queue thread).
 //!
 //! Protocol with the main thread:
 //! 1. [`Listener::spawn`] starts the thread with a `start` function and returns at once, so
-//!    the listeners bind side by side (the gRPC socket does not wait for the metrics port).
+//!    the listeners bind side by side (the debug socket does not wait for the metrics port).
 //! 2. The thread runs `start` (build, bind, start serving), hands its interrupt hook to the
 //!    handle and sends [`Event::ListenerReady`] or [`Event::ListenerFailed`] (and ends).
 //! 3. [`Serving::run`] blocks on the thread until [`Listener::stop`] sends on the stop

@@ -151,9 +151,10 @@ impl EventSender {
 
 const SIGNALS: mio::Token = mio::Token(0);
 const WAKE: mio::Token = mio::Token(1);
+const GRPC: mio::Token = mio::Token(2);
 
-/// What the main thread waits on: its events, the signalfd, and the waiting futures'
-/// timers.
+/// What the main thread waits on: its events, the signalfd, the waiting futures' timers,
+/// and the gRPC unix socket's new connections.
 struct MainLoop {
     poll: mio::Poll,
     ready: mio::Events,
@@ -163,6 +164,8 @@ struct MainLoop {
     tx: EventSender,
     /// `None` only if waiting futures already ran elsewhere (see `crate::waiting`).
     waiting: Option<crate::waiting::Executor>,
+    /// The gRPC server on the unix socket, whose connections this loop accepts.
+    grpc: Option<grpc::UnixServing>,
 }
 
 impl MainLoop {
@@ -194,7 +197,30 @@ impl MainLoop {
                 waker: Some(waker),
             },
             waiting,
+            grpc: None,
         })
+    }
+
+    /// Accepts `serving`'s connections from now on.
+    fn serve_grpc(&mut self, serving: grpc::UnixServing) -> Result<(), ServerError> {
+        let registered = serving.register(self.poll.registry(), GRPC);
+        // Held before any error: it is stopped with the daemon either way.
+        self.grpc = Some(serving);
+        registered.map_err(|err| {
+            ServerError::Listener("ctrd-grpc", format!("cannot watch the socket: {err}"))
+        })?;
+        // Connections made before the registration are pending already.
+        if let Some(grpc) = &mut self.grpc {
+            grpc.accept_ready();
+        }
+        Ok(())
+    }
+
+    /// Stops accepting gRPC connections and hands the server over, to be stopped.
+    fn take_grpc(&mut self) -> Option<grpc::UnixServing> {
+        let mut serving = self.grpc.take()?;
+        serving.close(self.poll.registry());
+        Some(serving)
     }
 
     fn sender(&self) -> &EventSender {
@@ -235,6 +261,11 @@ impl MainLoop {
             if self.ready.iter().any(|e| e.token() == SIGNALS) {
                 if let Err(err) = self.signals.read_into(&mut self.pending) {
                     log::error!("reading signals failed: {err}");
+                }
+            }
+            if self.ready.iter().any(|e| e.token() == GRPC) {
+                if let Some(grpc) = &mut self.grpc {
+                    grpc.accept_ready();
                 }
             }
         }
@@ -337,12 +368,13 @@ fn boot_and_serve(
     let mut daemon = Daemon {
         set,
         listeners: Vec::new(),
+        grpc: None,
         health,
         ttrpc_serving: false,
     };
     let sender = main.sender().clone();
     let expected =
-        match daemon.start_listeners(&config, &mut endpoints, grpc_environment, started, &sender) {
+        match daemon.start_listeners(&config, &mut endpoints, grpc_environment, started, main) {
             Ok(expected) => expected,
             Err(err) => {
                 let _ = init.join();
@@ -409,7 +441,10 @@ const TRIM_MIN_FREE: usize = 4 << 20;
 
 struct Daemon {
     set: Set,
+    /// The listeners on threads of their own; the gRPC unix socket is the main thread's.
     listeners: Vec<Listener>,
+    /// The gRPC server on the unix socket once the main thread stopped accepting for it.
+    grpc: Option<grpc::UnixServing>,
     health: Option<Arc<HealthService>>,
     ttrpc_serving: bool,
 }
@@ -443,24 +478,25 @@ impl Daemon {
         }
     }
 
-    /// Starts every configured listener, each on its own thread; returns how many will
-    /// report ready.
+    /// Starts every configured listener: the gRPC unix socket on this thread, whose poll
+    /// accepts its connections (its completion-queue thread serves them), the others each
+    /// on a thread of its own. Returns how many will report ready.
     fn start_listeners(
         &mut self,
         config: &Config,
         endpoints: &mut activation::Endpoints,
         grpc_environment: Arc<grpcio::Environment>,
         started: Instant,
-        tx: &EventSender,
+        main: &mut MainLoop,
     ) -> Result<usize, ServerError> {
+        let tx = &main.sender().clone();
         // TLS material is checked before anything listens.
         let tcp_credentials = if config.grpc.tcp_address.is_empty() {
             None
         } else {
             tls::credentials(&config.grpc)?
         };
-        // The metrics interceptor is set before gRPC serves, so it sees every call; the
-        // metrics port itself is bound after the gRPC socket's thread is on its way.
+        // The metrics interceptor is set before gRPC serves, so it sees every call.
         let metrics_listener = if config.metrics.address.is_empty() {
             None
         } else {
@@ -500,9 +536,6 @@ impl Daemon {
             environment: Some(grpc_environment),
             max_connections: config.grpc.max_connections,
         };
-        self.spawn("ctrd-grpc", tx, move || {
-            grpc::start("ctrd-grpc", unix, services)
-        })?;
         if let Some((address, handler, max_connections)) = metrics_listener {
             self.spawn("ctrd-metrics", tx, move || {
                 http::start(
@@ -592,8 +625,11 @@ impl Daemon {
             })?;
         }
 
+        // Last, so the threads above bind meanwhile.
+        main.serve_grpc(grpc::start_unix("ctrd-grpc", unix, services)?)?;
+        tx.send(Event::ListenerReady("ctrd-grpc"));
         log::info!("try: ctr --address {} version", config.grpc.address);
-        Ok(self.listeners.len())
+        Ok(self.listeners.len() + 1)
     }
 
     fn spawn(
@@ -625,7 +661,8 @@ impl Daemon {
 
     /// Stops the listeners and closes the plugins on the `ctrd-stop` thread, while the main
     /// thread keeps running the waiting futures and answering SIGUSR1 until it is done.
-    fn stop(self, main: &mut MainLoop) {
+    fn stop(mut self, main: &mut MainLoop) {
+        self.grpc = main.take_grpc();
         let (hand_tx, hand_rx) = crossbeam_channel::bounded::<Daemon>(1);
         let done = main.sender().clone();
         let spawned = std::thread::Builder::new()
@@ -663,6 +700,10 @@ impl Daemon {
         for listener in self.listeners.into_iter().rev() {
             log::debug!("stopping {}", listener.name());
             listener.stop();
+        }
+        if let Some(grpc) = self.grpc {
+            log::debug!("stopping ctrd-grpc");
+            grpc.stop();
         }
         init::close_all(&self.set);
         log::info!("ctrd stopped");

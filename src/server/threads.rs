@@ -23,8 +23,9 @@ pub const CTRD: &[Known] = &[
     known(
         "ctrd",
         true,
-        "main thread: signals, boot and stop, heap trim; runs every waiting future \
-         (events subscriptions, task exits, the GC schedule, wait_for_paths) and their timers",
+        "main thread: signals, boot and stop, heap trim; accepts on the gRPC unix socket and \
+         hands connections to gRPC core; runs every waiting future (events subscriptions, \
+         task exits, the GC schedule, wait_for_paths) and their timers",
     ),
     known(
         "ctrd-init",
@@ -32,14 +33,10 @@ pub const CTRD: &[Known] = &[
         "initialises the plugins at start (ends then)",
     ),
     known(
-        "ctrd-grpc",
-        true,
-        "owns the gRPC server; accepts on its unix socket and hands connections to gRPC core",
-    ),
-    known(
         "ctrd-grpc-cq-N",
         true,
-        "gRPC completion queue: polls every gRPC connection, runs quick unary calls",
+        "the gRPC unix listener's thread, its completion queue: polls every gRPC connection, \
+         runs quick unary calls",
     ),
     known(
         "ctrd-grpc-stop",
