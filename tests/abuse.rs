@@ -315,7 +315,15 @@ fn a_peer_that_never_reads_stalls_no_other_call() {
         let batch: Vec<u8> = (sent..sent + 1000)
             .flat_map(|i| frame(6, 0, 0, &i.to_be_bytes()))
             .collect();
-        if stalled.write_all(&batch).is_err() {
+        if let Err(err) = stalled.write_all(&batch) {
+            // Blocked (not closed): the daemon holds the connection and stopped reading it.
+            assert!(
+                matches!(
+                    err.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ),
+                "after {sent} pings: {err}"
+            );
             break true;
         }
         sent += 1000;
@@ -327,16 +335,18 @@ fn a_peer_that_never_reads_stalls_no_other_call() {
         blocked,
         "the daemon read {sent} pings without its answers backing up"
     );
+    // A stalled completion-queue thread holds calls until the peer reads (never, here), so a
+    // deadline of a few seconds tells the two apart on a loaded machine.
     let version = ctrd::api::version::VersionClient::new(daemon.channel());
     for call in 0..5 {
         let start = Instant::now();
         version
             .version_opt(
                 &ctrd::api::Empty::new(),
-                CallOption::default().timeout(Duration::from_secs(1)),
+                CallOption::default().timeout(Duration::from_secs(5)),
             )
             .unwrap_or_else(|err| {
-                panic!("Version call {call} not answered within 1 s beside a stalled peer: {err}")
+                panic!("Version call {call} not answered within 5 s beside a stalled peer: {err}")
             });
         eprintln!(
             "abuse: Version beside a stalled peer ({sent} pings): {:?}",

@@ -1,5 +1,6 @@
 //! gRPC listeners (unix socket, TCP with optional TLS/mTLS, a unix socket passed by systemd):
-//! a grpcio server owned by its listener thread (see [`super::listener`]).
+//! a grpcio server; the TCP one is owned by its listener thread (see [`super::listener`]),
+//! the unix one by the main thread ([`UnixServing`]).
 //!
 //! Unix sockets (the configured path and a socket systemd passed) are accepted by the main
 //! thread's poll ([`UnixServing`]), which hands each connection to the started server: gRPC
@@ -34,7 +35,7 @@ const STREAM_WINDOW: i32 = 256 << 10;
 const PING_INTERVAL_WITHOUT_DATA: Duration = Duration::from_secs(300);
 
 /// Pings too early that a client may send before its connection is closed: 0, none is
-/// counted (see the ping comment in [`start`]).
+/// counted (see the ping comment in [`build`]).
 const MAX_PING_STRIKES: i32 = 0;
 
 /// Pings the server itself sends before it must send data.
@@ -75,7 +76,7 @@ pub struct GrpcSettings {
     pub bind: Bind,
     pub max_recv_message_size: i64,
     pub max_send_message_size: i64,
-    /// gRPC core's environment, when built ahead ([`environment`]); built by [`start`]
+    /// gRPC core's environment, when built ahead ([`environment`]); built by [`build`]
     /// otherwise.
     pub environment: Option<Arc<Environment>>,
     /// Live connections a unix listener serves at once (0: [`DEFAULT_MAX_CONNECTIONS`]).
@@ -97,6 +98,26 @@ pub struct UnixServing {
     socket: Option<PathBuf>,
     /// None once closed ([`UnixServing::close`]).
     acceptor: Option<Acceptor>,
+}
+
+/// Connections taken per [`UnixServing::accept_ready`]: the main thread, which accepts,
+/// also handles signals and runs the waiting futures between batches.
+const ACCEPT_BATCH: usize = 64;
+
+/// How long accepting pauses after an error other than "nothing pending" (out of
+/// descriptors, of memory): the socket, edge-triggered, would not report those connections
+/// again until another arrived.
+pub const ACCEPT_RETRY: Duration = Duration::from_millis(50);
+
+/// What [`UnixServing::accept_ready`] left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accepted {
+    /// Nothing is pending.
+    All,
+    /// A batch was taken and more may wait: call again before waiting.
+    More,
+    /// Accepting failed (e.g. EMFILE): call again after [`ACCEPT_RETRY`].
+    Failed,
 }
 
 /// What a unix socket's accepting needs: the socket and the connection count.
@@ -234,7 +255,10 @@ pub fn start_unix(
             socket::prepare(&path, uid, gid)?;
             let listener = UnixListener::bind(&path)
                 .map_err(|err| fail(format!("listen on {}: {err}", path.display())))?;
-            socket::secure(&path, uid, gid)?;
+            if let Err(err) = socket::secure(&path, uid, gid) {
+                socket::remove(&path);
+                return Err(err);
+            }
             log::info!("serving gRPC on {}", path.display());
             (listener, Some(path.clone()), path.display().to_string())
         }
@@ -278,10 +302,12 @@ impl UnixServing {
         }
     }
 
-    /// Hands every pending connection to the server (past the cap, closes it).
-    pub fn accept_ready(&mut self) {
-        if let Some(acceptor) = &mut self.acceptor {
-            acceptor.accept_all(self.name, &mut self.server);
+    /// Hands pending connections to the server (past the cap, closes them), at most
+    /// [`ACCEPT_BATCH`] at a time so a flood cannot hold the caller's thread.
+    pub fn accept_ready(&mut self) -> Accepted {
+        match &mut self.acceptor {
+            Some(acceptor) => acceptor.accept_some(self.name, &mut self.server),
+            None => Accepted::All,
         }
     }
 
@@ -362,10 +388,10 @@ impl Acceptor {
         false
     }
 
-    /// Takes every pending connection (the socket is edge-triggered) and hands it to
-    /// `server`, or closes it past the cap.
-    fn accept_all(&mut self, name: &str, server: &mut grpcio::Server) {
-        loop {
+    /// Takes pending connections (the socket is edge-triggered: until none is left, or a
+    /// batch) and hands each to `server`, or closes it past the cap.
+    fn accept_some(&mut self, name: &str, server: &mut grpcio::Server) -> Accepted {
+        for _ in 0..ACCEPT_BATCH {
             match self.listener.accept() {
                 Ok((stream, _)) => {
                     if !self.admit(name) {
@@ -376,14 +402,15 @@ impl Acceptor {
                         log::warn!("{name}: dropped a connection: {err}");
                     }
                 }
-                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => return,
-                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => return Accepted::All,
+                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(err) => {
                     log::warn!("{name}: accept: {err}");
-                    return;
+                    return Accepted::Failed;
                 }
             }
         }
+        Accepted::More
     }
 }
 
@@ -457,6 +484,27 @@ Num       RefCount Protocol Flags    Type St Inode Path
         assert_eq!(connected_to(TABLE, "/run/ctrd.sock"), 2);
         assert_eq!(connected_to(TABLE, "/run/ctrd.sock.ttrpc"), 1);
         assert_eq!(connected_to(TABLE, "/run/other.sock"), 0);
+    }
+
+    #[test]
+    fn a_flood_is_taken_a_batch_at_a_time() {
+        let dir = std::env::temp_dir().join(format!("ctrd-grpc-batch-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s.sock");
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path).unwrap();
+        // A cap of 0 refuses every connection, so none reaches the (unstarted) server.
+        let mut acceptor = Acceptor::new(listener, 0).unwrap();
+        let env = Arc::new(EnvBuilder::new().cq_count(1).build());
+        let mut server = ServerBuilder::new(env).build().unwrap();
+        let clients: Vec<_> = (0..ACCEPT_BATCH + 10)
+            .map(|_| std::os::unix::net::UnixStream::connect(&path).unwrap())
+            .collect();
+        assert_eq!(acceptor.accept_some("test", &mut server), Accepted::More);
+        assert_eq!(acceptor.accept_some("test", &mut server), Accepted::All);
+        assert!(acceptor.refusing);
+        drop(clients);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

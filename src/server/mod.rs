@@ -13,19 +13,23 @@
 //!    that runs waiting futures, before any other thread exists: every later thread
 //!    inherits the mask, and no signal is lost during boot.
 //! 2. Create the top-level directories, apply `oom_score` and `cgroup.path`, check
-//!    `[timeouts]`.
+//!    `[timeouts]`, and start overlayfs's support check (its plugin takes the verdict).
 //! 3. Start `ctrd-init`: it initialises the plugins in graph order and answers
 //!    [`Event::Init`]. A SIGTERM meanwhile sets its cancel flag; the main thread then waits
 //!    for the answer and stops.
-//! 4. Start one thread per listener with the services of every loaded plugin; each answers
-//!    [`Event::ListenerReady`] or [`Event::ListenerFailed`].
+//! 4. Start one thread per listener with the services of every loaded plugin (TCP gRPC,
+//!    metrics, ttrpc, debug); each answers [`Event::ListenerReady`] or
+//!    [`Event::ListenerFailed`]. Then the gRPC server on the unix socket, on this thread: its
+//!    socket joins the poll, which accepts its connections from then on (its
+//!    completion-queue thread serves them).
 //! 5. Once all are ready, the plugins' readiness sends [`Event::Ready`] when its last
 //!    registration is done (at once when none is pending): health turns SERVING, `READY=1`
 //!    goes to systemd.
 //! 6. SIGUSR1 dumps every thread's stack. SIGTERM/SIGINT (or a listener that dies on its
 //!    own) stop the daemon: `STOPPING=1`, health NOT_SERVING, the healthcheck plugin's
-//!    `shutdown_drain` (cut short by a second signal), then the `ctrd-stop` thread stops
-//!    the listeners (in-flight calls drained, then cancelled), closes the plugins in reverse
+//!    `shutdown_drain` (cut short by a second signal), then the main thread closes the gRPC
+//!    unix socket and the `ctrd-stop` thread stops the other listeners and then the gRPC
+//!    server (in-flight calls drained, then cancelled), closes the plugins in reverse
 //!    init order, removes socket files and answers [`Event::Stopped`]. Meanwhile the main
 //!    thread keeps running the waiting futures (streams see their calls cancelled and end)
 //!    and still answers SIGUSR1. A dead listener makes the exit status non-zero.
@@ -166,6 +170,9 @@ struct MainLoop {
     waiting: Option<crate::waiting::Executor>,
     /// The gRPC server on the unix socket, whose connections this loop accepts.
     grpc: Option<grpc::UnixServing>,
+    /// When to accept again without a new readiness event: at once (a batch left more) or
+    /// after an error.
+    accept_again: Option<Instant>,
 }
 
 impl MainLoop {
@@ -198,6 +205,7 @@ impl MainLoop {
             },
             waiting,
             grpc: None,
+            accept_again: None,
         })
     }
 
@@ -210,14 +218,23 @@ impl MainLoop {
             ServerError::Listener("ctrd-grpc", format!("cannot watch the socket: {err}"))
         })?;
         // Connections made before the registration are pending already.
-        if let Some(grpc) = &mut self.grpc {
-            grpc.accept_ready();
-        }
+        self.accept();
         Ok(())
+    }
+
+    /// One batch of the gRPC socket's pending connections; notes when to come back.
+    fn accept(&mut self) {
+        let Some(grpc) = &mut self.grpc else { return };
+        self.accept_again = match grpc.accept_ready() {
+            grpc::Accepted::All => None,
+            grpc::Accepted::More => Some(Instant::now()),
+            grpc::Accepted::Failed => Some(Instant::now() + grpc::ACCEPT_RETRY),
+        };
     }
 
     /// Stops accepting gRPC connections and hands the server over, to be stopped.
     fn take_grpc(&mut self) -> Option<grpc::UnixServing> {
+        self.accept_again = None;
         let mut serving = self.grpc.take()?;
         serving.close(self.poll.registry());
         Some(serving)
@@ -247,10 +264,10 @@ impl MainLoop {
             if deadline.is_some_and(|d| d <= now) {
                 return None;
             }
-            let until = match (deadline, timer) {
-                (Some(d), Some(t)) => Some(d.min(t)),
-                (d, t) => d.or(t),
-            };
+            let until = [deadline, timer, self.accept_again]
+                .into_iter()
+                .flatten()
+                .min();
             let timeout = until.map(|u| u.saturating_duration_since(now));
             if let Err(err) = self.poll.poll(&mut self.ready, timeout) {
                 if err.kind() == std::io::ErrorKind::Interrupted {
@@ -263,10 +280,9 @@ impl MainLoop {
                     log::error!("reading signals failed: {err}");
                 }
             }
-            if self.ready.iter().any(|e| e.token() == GRPC) {
-                if let Some(grpc) = &mut self.grpc {
-                    grpc.accept_ready();
-                }
+            let again = self.accept_again.is_some_and(|at| at <= Instant::now());
+            if again || self.ready.iter().any(|e| e.token() == GRPC) {
+                self.accept();
             }
         }
     }
@@ -289,7 +305,10 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
     // gRPC core's own diagnostics (TLS handshake failures…) go through our logger.
     grpcio::redirect_log();
     let mut main = MainLoop::new()?;
-    boot_and_serve(config, endpoints, started, &mut main)
+    let outcome = boot_and_serve(config, endpoints, started, &mut main);
+    // A check the overlayfs plugin never took (start-up stopped before its turn) ends here.
+    crate::snapshots::overlay::check::finish_prestarted();
+    outcome
 }
 
 fn boot_and_serve(
@@ -299,10 +318,10 @@ fn boot_and_serve(
     main: &mut MainLoop,
 ) -> Result<(), ServerError> {
     dirs::create_top_level(&config)?;
-    crate::snapshots::overlay::plugin::prestart_check(&config);
     crate::workers::configure(config.grpc.workers);
     apply::apply(&config)?;
     config::parse_timeouts(&config)?;
+    crate::snapshots::overlay::plugin::prestart_check(&config);
     log::info!(
         "starting ctrd version={} revision={}",
         crate::VERSION,
@@ -334,7 +353,7 @@ fn boot_and_serve(
     let mut stop_requested = false;
     let set = loop {
         match main.recv() {
-            Event::Signal(sig) if sig == libc::SIGUSR1 => stacks::dump_to_log_and_file(),
+            Event::Signal(sig) if sig == libc::SIGUSR1 => dump_stacks(),
             Event::Signal(sig) => {
                 log::info!("received signal {} during start-up", signal_name(sig));
                 stop_requested = true;
@@ -393,7 +412,7 @@ fn boot_and_serve(
             continue;
         };
         match event {
-            Event::Signal(sig) if sig == libc::SIGUSR1 => stacks::dump_to_log_and_file(),
+            Event::Signal(sig) if sig == libc::SIGUSR1 => dump_stacks(),
             Event::Signal(sig) => {
                 log::info!("received signal {}", signal_name(sig));
                 daemon.drain(main);
@@ -471,7 +490,7 @@ impl Daemon {
                     log::info!("received signal {}: ending the drain", signal_name(sig));
                     return;
                 }
-                Some(Event::Signal(_)) => stacks::dump_to_log_and_file(),
+                Some(Event::Signal(_)) => dump_stacks(),
                 Some(_) => {}
                 None => return,
             }
@@ -685,7 +704,7 @@ impl Daemon {
         loop {
             match main.recv() {
                 Event::Stopped => break,
-                Event::Signal(sig) if sig == libc::SIGUSR1 => stacks::dump_to_log_and_file(),
+                Event::Signal(sig) if sig == libc::SIGUSR1 => dump_stacks(),
                 _ => {}
             }
         }
@@ -707,6 +726,19 @@ impl Daemon {
         }
         init::close_all(&self.set);
         log::info!("ctrd stopped");
+    }
+}
+
+/// SIGUSR1: every thread's stack to the log and a file, written by a short-lived thread so
+/// the main thread's poll (signals, the gRPC socket, waiting futures) goes on meanwhile;
+/// capturing may wait up to half a second for each thread that does not answer.
+fn dump_stacks() {
+    let spawned = std::thread::Builder::new()
+        .name("ctrd-stacks".into())
+        .spawn(stacks::dump_to_log_and_file);
+    if let Err(err) = spawned {
+        log::warn!("no thread for the stack dump ({err}): dumping on the main thread");
+        stacks::dump_to_log_and_file();
     }
 }
 

@@ -122,7 +122,12 @@ pub const CTRD: &[Known] = &[
     known(
         "ctrd-ovl-check",
         false,
-        "overlayfs's test mount at start (ends then)",
+        "overlayfs's support check at start: d_type, then the test mount (ends then)",
+    ),
+    known(
+        "ctrd-stacks",
+        false,
+        "writes the stack dump SIGUSR1 asks for (ends then)",
     ),
     known(
         "ctrd-proxy-cq-N",

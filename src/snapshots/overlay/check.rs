@@ -88,18 +88,28 @@ impl Pending {
 /// leftovers, `d_type`, then the test mount. The caller goes on at once.
 pub fn start(root: &Path) -> Pending {
     let (tx, rx) = crossbeam_channel::bounded(1);
+    let unstarted = tx.clone();
     let thread_root = root.to_path_buf();
     let spawned = std::thread::Builder::new()
         .name("ctrd-ovl-check".into())
         .spawn(move || check_root(&thread_root, tx));
     if let Err(err) = &spawned {
-        log::warn!("no thread for the overlay check: {err}");
+        // The test mount needs a thread of its own (its mount namespace).
+        let _ = unstarted.send(Err(format!("failed to mount overlay: {err}")));
     }
+    drop(unstarted);
     Pending {
         root: root.to_path_buf(),
         outcome: rx,
         cleanup: Cleanup(spawned.ok()),
     }
+}
+
+/// Waits for a check [`prestart`] began that no plugin took (start-up stopped before the
+/// overlayfs plugin's turn), so its test mount and scratch directory are gone.
+pub fn finish_prestarted() {
+    let early = PRESTARTED.lock().take();
+    drop(early);
 }
 
 /// A check started before the plugins (see [`prestart`]).
@@ -118,7 +128,7 @@ pub fn supported_prestarted(root: &Path) -> Result<Cleanup, String> {
     match early {
         Some(pending) if pending.root == root => pending.outcome(),
         other => {
-            // One for another root (not expected) runs to its end on its own.
+            // One for another root (not expected): waited for to its end, then ours.
             drop(other);
             supported(root)
         }
