@@ -47,6 +47,10 @@ impl ContentRecord {
     }
 }
 
+fn already_exists(digest: &str) -> Error {
+    Error::wrapped(Class::AlreadyExists, format!("content {digest}"))
+}
+
 fn not_found(digest: &str) -> Error {
     Error::wrapped(Class::NotFound, format!("content digest {digest}"))
 }
@@ -60,7 +64,9 @@ impl Db {
 
     /// Like [`Db::add_content`], and in the same transaction, when `lease` names
     /// (lease id, ingest ref): the lease holds the content, instead of the ingest when one
-    /// is named.
+    /// is named. Content `ns` already records is AlreadyExists, and the lease holds it all
+    /// the same (as containerd's commit does): a collection must not take what its caller
+    /// was just told is there.
     pub fn add_content_leased(
         &self,
         ns: &str,
@@ -70,16 +76,16 @@ impl Db {
         validate_labels(&rec.labels)?;
         let txn = self.db.begin_write()?;
         ensure_namespace(&txn, ns)?;
-        {
+        let existed = {
             let mut table = txn.open_table(CONTENT).store()?;
             let key = (ns, rec.digest.as_str());
-            if table.get(key).store()?.is_some() {
-                return Err(Error::wrapped(
-                    Class::AlreadyExists,
-                    format!("content {}", rec.digest),
-                ));
+            let existed = table.get(key).store()?.is_some();
+            if existed && lease.is_none() {
+                return Err(already_exists(&rec.digest));
             }
-            table.insert(key, rec.encode().as_slice()).store()?;
+            if !existed {
+                table.insert(key, rec.encode().as_slice()).store()?;
+            }
             if let Some((id, ref_)) = lease {
                 lease_exists(&txn.open_table(LEASES).store()?, ns, id)?;
                 let mut resources = txn.open_table(LEASE_RESOURCES).store()?;
@@ -90,8 +96,43 @@ impl Db {
                     resources.remove((ns, id, "ingests", ref_)).store()?;
                 }
             }
+            existed
+        };
+        self.commit(txn, false)?;
+        if existed {
+            return Err(already_exists(&rec.digest));
         }
-        self.commit(txn, false)
+        Ok(())
+    }
+
+    /// Whether `ns` records `digest`; if so and `lease` is given, the lease holds it from
+    /// now on (one transaction: a collection cannot come between). For a writer asked for
+    /// content that is already there, as containerd's does.
+    pub fn hold_existing_content(
+        &self,
+        ns: &str,
+        digest: &str,
+        lease: Option<&str>,
+    ) -> Result<bool, Error> {
+        let Some(id) = lease else {
+            return match self.content(ns, digest) {
+                Ok(_) => Ok(true),
+                Err(err) if err.class() == Class::NotFound => Ok(false),
+                Err(err) => Err(err),
+            };
+        };
+        let txn = self.db.begin_write()?;
+        {
+            let table = txn.open_table(CONTENT).store()?;
+            if table.get((ns, digest)).store()?.is_none() {
+                return Ok(false);
+            }
+            lease_exists(&txn.open_table(LEASES).store()?, ns, id)?;
+            let mut resources = txn.open_table(LEASE_RESOURCES).store()?;
+            resources.insert((ns, id, "content", digest), ()).store()?;
+        }
+        self.commit(txn, false)?;
+        Ok(true)
     }
 
     /// The record of `digest` in `ns`.
@@ -184,6 +225,50 @@ mod tests {
             updated_at: t,
             labels: labels(pairs),
         }
+    }
+
+    #[test]
+    fn content_already_there_is_held_by_the_lease_of_whoever_finds_it() {
+        let (_dir, db) = open_temp();
+        let a = record('a', &[]);
+        let b = record('b', &[]);
+        db.add_content("ns", &a).unwrap();
+        for id in ["committer", "writer"] {
+            db.create_lease("ns", id, &BTreeMap::new()).unwrap();
+        }
+        let held = |id: &str| db.list_lease_resources("ns", id).unwrap();
+        let content_of = |d: &str| ("content".to_string(), d.to_string());
+
+        // A commit of content already recorded is AlreadyExists, and its lease holds the
+        // content instead of the ingest.
+        db.add_lease_resource("ns", "committer", "ingests", "ref-1")
+            .unwrap();
+        let err = db
+            .add_content_leased("ns", &a, Some(("committer", Some("ref-1"))))
+            .unwrap_err();
+        assert_eq!(err.class(), Class::AlreadyExists);
+        assert_eq!(held("committer"), vec![content_of(&a.digest)]);
+
+        // A writer asked for it: the lease holds it; for content not there, nothing.
+        assert!(db
+            .hold_existing_content("ns", &a.digest, Some("writer"))
+            .unwrap());
+        assert!(!db
+            .hold_existing_content("ns", &b.digest, Some("writer"))
+            .unwrap());
+        assert_eq!(held("writer"), vec![content_of(&a.digest)]);
+
+        // Without a lease nothing is written; a lease that is gone is NotFound.
+        assert!(db.hold_existing_content("ns", &a.digest, None).unwrap());
+        assert_eq!(
+            db.add_content("ns", &a).unwrap_err().class(),
+            Class::AlreadyExists
+        );
+        let err = db
+            .hold_existing_content("ns", &a.digest, Some("gone"))
+            .unwrap_err();
+        assert_eq!(err.class(), Class::NotFound);
+        assert_eq!(db.content("ns", &a.digest).unwrap(), a);
     }
 
     #[test]

@@ -191,7 +191,7 @@ impl Metadata {
             ));
         }
         let shared = match &expected {
-            Some(d) => self.existing_blob(ns, d, total)?,
+            Some(d) => self.existing_blob(ns, d, total, lease.as_deref())?,
             None => None,
         };
         if let Some(id) = &lease {
@@ -212,13 +212,18 @@ impl Metadata {
         })
     }
 
-    /// AlreadyExists when `ns` holds `d`; the blob when another namespace does, the policy
-    /// is `shared` and `total` is unset or its size; None otherwise.
-    fn existing_blob(&self, ns: &str, d: &Digest, total: i64) -> Result<Option<SharedBlob>, Error> {
-        match self.db.content(ns, &d.to_string()) {
-            Ok(_) => return Err(Error::wrapped(Class::AlreadyExists, format!("content {d}"))),
-            Err(err) if err.class() == Class::NotFound => {}
-            Err(err) => return Err(err),
+    /// AlreadyExists when `ns` holds `d` (which `lease`, if given, then holds too); the blob
+    /// when another namespace does, the policy is `shared` and `total` is unset or its
+    /// size; None otherwise.
+    fn existing_blob(
+        &self,
+        ns: &str,
+        d: &Digest,
+        total: i64,
+        lease: Option<&str>,
+    ) -> Result<Option<SharedBlob>, Error> {
+        if self.db.hold_existing_content(ns, &d.to_string(), lease)? {
+            return Err(Error::wrapped(Class::AlreadyExists, format!("content {d}")));
         }
         if self.policy == SharingPolicy::Isolated {
             return Ok(None);
