@@ -51,19 +51,62 @@ fn create_root(root: &Path) -> std::io::Result<()> {
 /// beside the start-up work up to the plugin's turn. The plugin decides as before, and
 /// reports any error in its config itself.
 pub fn prestart_check(config: &crate::config::Config) {
-    if config.disabled_plugins.iter().any(|uri| uri == URI) {
-        return;
+    if let Some(root) = check_root_ahead(config) {
+        if create_root(&root).is_ok() {
+            check::prestart(&root);
+        }
     }
-    let root = match config
+}
+
+/// The root the plugin will check, as its init works it out (`root_path`, else
+/// `<root>/<uri>`); None when the plugin is disabled or `root_path` is not a string (the
+/// plugin then reports the config error itself).
+fn check_root_ahead(config: &crate::config::Config) -> Option<PathBuf> {
+    if config.disabled_plugins.iter().any(|uri| uri == URI) {
+        return None;
+    }
+    match config
         .plugins
         .get(URI)
         .and_then(|table| table.get("root_path"))
     {
-        Some(toml::Value::String(path)) if !path.is_empty() => PathBuf::from(path),
-        Some(toml::Value::String(_)) | None => Path::new(&config.root).join(URI),
-        Some(_) => return,
-    };
-    if create_root(&root).is_ok() {
-        check::prestart(&root);
+        Some(toml::Value::String(path)) if !path.is_empty() => Some(PathBuf::from(path)),
+        Some(toml::Value::String(_)) | None => Some(Path::new(&config.root).join(URI)),
+        Some(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(plugin: &str, disabled: &[&str]) -> crate::config::Config {
+        let mut config = crate::config::Config {
+            root: "/var/lib/ctrd".into(),
+            disabled_plugins: disabled.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+        if !plugin.is_empty() {
+            let table: toml::Table = toml::from_str(plugin).expect("toml");
+            config.plugins.insert(URI.into(), toml::Value::Table(table));
+        }
+        config
+    }
+
+    #[test]
+    fn the_check_ahead_looks_where_the_plugin_will() {
+        let default = Path::new("/var/lib/ctrd").join(URI);
+        assert_eq!(check_root_ahead(&config("", &[])), Some(default.clone()));
+        assert_eq!(
+            check_root_ahead(&config("root_path = ''", &[])),
+            Some(default)
+        );
+        assert_eq!(
+            check_root_ahead(&config("root_path = '/data/ovl'", &[])),
+            Some(PathBuf::from("/data/ovl"))
+        );
+        // Disabled (a proxy may take its place), or a root_path the plugin will refuse.
+        assert_eq!(check_root_ahead(&config("", &[URI])), None);
+        assert_eq!(check_root_ahead(&config("root_path = 7", &[])), None);
     }
 }
