@@ -235,25 +235,11 @@ fn ctr_snapshots_overlayfs_lifecycle() {
     // through the API with a gc.root label: `ctr snapshots view` labels nothing (nor does
     // containerd's), so the collection the diff's temporary views set off below could take
     // them before the test removes them (it did, when a scheduled check fell in between).
-    let rooted_view = |key: &str, parent: &str| {
-        SnapshotsClient::new(daemon.channel())
-            .view_opt(
-                &ViewSnapshotRequest {
-                    snapshotter: SN.into(),
-                    key: key.into(),
-                    parent: parent.into(),
-                    labels: rooted(),
-                    ..Default::default()
-                },
-                opt(),
-            )
-            .expect("view");
-    };
-    rooted_view("v1", "base-c");
+    view(&daemon, "v1", "base-c");
     let (kind, source, options) = mount_line(&daemon, "v1");
     assert_eq!((kind.as_str(), source), ("bind", layer_dir(&daemon, 1)));
     assert_eq!(options, ["ro", "rbind"]);
-    rooted_view("v2", "child-c");
+    view(&daemon, "v2", "child-c");
     let (kind, _, options) = mount_line(&daemon, "v2");
     assert_eq!(kind, "overlay");
     assert!(
@@ -467,6 +453,22 @@ fn prepare(daemon: &Daemon, key: &str, parent: &str) -> Vec<Mount> {
         .mounts
 }
 
+fn view(daemon: &Daemon, key: &str, parent: &str) -> Vec<Mount> {
+    SnapshotsClient::new(daemon.channel())
+        .view_opt(
+            &ViewSnapshotRequest {
+                snapshotter: SN.into(),
+                key: key.into(),
+                parent: parent.into(),
+                labels: rooted(),
+                ..Default::default()
+            },
+            opt(),
+        )
+        .expect("view")
+        .mounts
+}
+
 fn commit(daemon: &Daemon, name: &str, key: &str) {
     SnapshotsClient::new(daemon.channel())
         .commit_opt(
@@ -583,19 +585,7 @@ fn layers_apply_onto_overlay_with_overlay_whiteouts() {
     commit(&daemon, "layer-2", "extract-2 child");
 
     // The merged view (two parents: a read-only overlay) is the tree the layers describe.
-    let view = SnapshotsClient::new(daemon.channel())
-        .view_opt(
-            &ViewSnapshotRequest {
-                snapshotter: SN.into(),
-                key: "check".into(),
-                parent: "layer-2".into(),
-                labels: rooted(),
-                ..Default::default()
-            },
-            opt(),
-        )
-        .expect("view")
-        .mounts;
+    let view = view(&daemon, "check", "layer-2");
     assert_eq!(view[0].type_, "overlay");
     {
         let target = daemon.dir.join("mnt-view");

@@ -53,16 +53,12 @@ const GRACE: Duration = Duration::from_millis(500);
 /// Live connections a unix listener serves when `[grpc] max_connections` is 0.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
 
-/// Where a gRPC listener binds.
+/// Where a gRPC listener on a unix socket binds.
 pub enum Bind {
     Unix {
         path: PathBuf,
         uid: u32,
         gid: u32,
-    },
-    Tcp {
-        address: String,
-        credentials: ServerCredentials,
     },
     /// A listening socket systemd passed; never unlinked or chmodded by ctrd.
     Inherited {
@@ -71,9 +67,15 @@ pub enum Bind {
     },
 }
 
-/// What a gRPC listener serves and how.
-pub struct GrpcSettings {
-    pub bind: Bind,
+/// Where the gRPC listener on TCP binds, and its TLS.
+pub struct Tcp {
+    pub address: String,
+    pub credentials: ServerCredentials,
+}
+
+/// What a gRPC listener serves and how; `B` is where it binds ([`Bind`] or [`Tcp`]).
+pub struct GrpcSettings<B> {
+    pub bind: B,
     pub max_recv_message_size: i64,
     pub max_send_message_size: i64,
     /// gRPC core's environment, when built ahead ([`environment`]); built by [`build`]
@@ -203,17 +205,14 @@ fn build(
 /// accepts its connections.
 pub fn start(
     name: &'static str,
-    settings: GrpcSettings,
+    settings: GrpcSettings<Tcp>,
     services: Vec<grpcio::Service>,
 ) -> Result<(Box<dyn Serving>, Option<Interrupt>), ServerError> {
     let fail = |err: String| ServerError::Listener(name, err);
-    let Bind::Tcp {
+    let Tcp {
         address,
         credentials,
-    } = settings.bind
-    else {
-        return Err(fail("a unix socket is served by start_unix".into()));
-    };
+    } = settings.bind;
     let mut server = build(
         settings.environment,
         name,
@@ -234,7 +233,7 @@ pub fn start(
 /// systemd passed), whose connections the caller accepts (see [`UnixServing`]).
 pub fn start_unix(
     name: &'static str,
-    settings: GrpcSettings,
+    settings: GrpcSettings<Bind>,
     services: Vec<grpcio::Service>,
 ) -> Result<UnixServing, ServerError> {
     let fail = |err: String| ServerError::Listener(name, err);
@@ -265,9 +264,6 @@ pub fn start_unix(
         Bind::Inherited { listener, label } => {
             log::info!("serving gRPC on the socket systemd passed ({label})");
             (listener, None, label)
-        }
-        Bind::Tcp { address, .. } => {
-            return Err(fail(format!("tcp {address} is served by start")));
         }
     };
     let acceptor = match Acceptor::new(listener, max_connections) {
@@ -486,13 +482,19 @@ Num       RefCount Protocol Flags    Type St Inode Path
         assert_eq!(connected_to(TABLE, "/run/other.sock"), 0);
     }
 
-    #[test]
-    fn a_flood_is_taken_a_batch_at_a_time() {
-        let dir = std::env::temp_dir().join(format!("ctrd-grpc-batch-{}", std::process::id()));
+    /// A fresh socket `s.sock` in a directory of the test's own, listening.
+    fn bound(test: &str) -> (PathBuf, PathBuf, UnixListener) {
+        let dir = std::env::temp_dir().join(format!("ctrd-grpc-{test}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("s.sock");
         let _ = std::fs::remove_file(&path);
         let listener = UnixListener::bind(&path).unwrap();
+        (dir, path, listener)
+    }
+
+    #[test]
+    fn a_flood_is_taken_a_batch_at_a_time() {
+        let (dir, path, listener) = bound("batch");
         // A cap of 0 refuses every connection, so none reaches the (unstarted) server.
         let mut acceptor = Acceptor::new(listener, 0).unwrap();
         let env = Arc::new(EnvBuilder::new().cq_count(1).build());
@@ -509,11 +511,7 @@ Num       RefCount Protocol Flags    Type St Inode Path
 
     #[test]
     fn past_the_cap_new_connections_are_refused_until_some_end() {
-        let dir = std::env::temp_dir().join(format!("ctrd-grpc-cap-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("s.sock");
-        let _ = std::fs::remove_file(&path);
-        let listener = UnixListener::bind(&path).unwrap();
+        let (dir, path, listener) = bound("cap");
         let mut acceptor = Acceptor::new(listener, 2).unwrap();
         let mut clients = Vec::new();
         let mut served = Vec::new();

@@ -68,7 +68,7 @@ use crate::config::{self, Config, ConfigError};
 use crate::errdefs::Error;
 use crate::plugin::{types, Readiness, RegistryError, Set};
 use crate::services::health::HealthService;
-use grpc::{Bind, GrpcSettings};
+use grpc::{Bind, GrpcSettings, Tcp};
 use listener::Listener;
 
 /// Why the daemon could not start or had to stop.
@@ -582,7 +582,7 @@ impl Daemon {
                     }
                 };
                 let tcp = GrpcSettings {
-                    bind: Bind::Tcp {
+                    bind: Tcp {
                         address: config.grpc.tcp_address.clone(),
                         credentials,
                     },

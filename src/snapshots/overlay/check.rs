@@ -65,23 +65,26 @@ pub struct Pending {
 impl Pending {
     /// Waits for the verdict: as [`supported`].
     pub fn outcome(self) -> Result<Cleanup, String> {
-        let Pending {
-            outcome,
-            mut cleanup,
-            ..
-        } = self;
-        match outcome.recv() {
-            Ok(Ok(())) => Ok(cleanup),
-            Ok(Err(err)) => {
-                cleanup.join();
-                Err(err)
-            }
-            Err(_) => {
-                cleanup.join();
-                Err("failed to mount overlay: the overlay check thread ended early".into())
-            }
-        }
+        verdict(&self.outcome, self.cleanup, || {
+            "failed to mount overlay: the overlay check thread ended early".into()
+        })
     }
+}
+
+/// A check thread's verdict: on success its `cleanup` (the rest still running); on failure,
+/// or `ended_early` when the thread sent none, once the thread is done.
+fn verdict<E>(
+    outcome: &crossbeam_channel::Receiver<Result<(), E>>,
+    mut cleanup: Cleanup,
+    ended_early: impl FnOnce() -> E,
+) -> Result<Cleanup, E> {
+    let err = match outcome.recv() {
+        Ok(Ok(())) => return Ok(cleanup),
+        Ok(Err(err)) => err,
+        Err(_) => ended_early(),
+    };
+    cleanup.join();
+    Err(err)
 }
 
 /// Starts the whole check of `root` (an existing directory) on the `ctrd-ovl-check` thread:
@@ -242,18 +245,9 @@ fn mount_check(root: &Path, prefix: &str, extra: &[&str]) -> io::Result<Cleanup>
             return Err(err);
         }
     };
-    let mut cleanup = Cleanup(Some(handle));
-    match rx.recv() {
-        Ok(Ok(())) => Ok(cleanup),
-        Ok(Err(err)) => {
-            cleanup.join();
-            Err(err)
-        }
-        Err(_) => {
-            cleanup.join();
-            Err(io::Error::other("the overlay check thread ended early"))
-        }
-    }
+    verdict(&rx, Cleanup(Some(handle)), || {
+        io::Error::other("the overlay check thread ended early")
+    })
 }
 
 /// On a check thread: its own mount namespace (private, so nothing propagates to the host),
