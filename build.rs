@@ -9,7 +9,10 @@
 //!   is `containerd::services::content::v1`), holding a module per file (by file stem), the
 //!   glue modules `<service>_grpc` and `<stem>_ttrpc`, and private aliases of the files it
 //!   imports from other packages (generated code names them as `super::<stem>`);
-//! - `CTRD_REVISION` from git, when the source is a git checkout.
+//! - `CTRD_REVISION` from git, when the source is a git checkout;
+//! - `src/grpc_core.cc`, compiled with the cc crate against grpcio-sys's copy of gRPC core
+//!   and abseil (found with `cargo metadata`): the process-wide start of gRPC core with only
+//!   the threads ctrd uses (see that file).
 //!
 //! Adding a proto file: put it under `proto/` at its containerd import path, add it to
 //! [`PROTOS`], and re-export what the code uses from `src/api` (one module per package).
@@ -85,6 +88,7 @@ const KEYWORDS: &[&str] = &[
 
 fn main() {
     println!("cargo:rerun-if-changed=proto");
+    grpc_core_start();
     println!("cargo:rerun-if-changed=build.rs");
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     // Not `protos/`, which older revisions of this script clear: trees sharing a build
@@ -599,4 +603,72 @@ fn revision() {
             }
         }
     }
+}
+
+/// Compiles `src/grpc_core.cc` into the crate. Its classes must match the gRPC core that
+/// grpcio-sys links: same sources (grpcio-sys's own), the compiler's default language level
+/// (which grpcio-sys's cmake build also uses) and `NDEBUG` exactly when cmake builds gRPC
+/// core for release (every profile but dev, whose opt-level 0 makes it a Debug build).
+fn grpc_core_start() {
+    const SOURCE: &str = "src/grpc_core.cc";
+    println!("cargo:rerun-if-changed={SOURCE}");
+    let grpc = grpcio_sys_dir().join("grpc");
+    let mut build = cc::Build::new();
+    build
+        .cpp(true)
+        .file(SOURCE)
+        .include(grpc.join("include"))
+        .include(&grpc)
+        .include(grpc.join("third_party/abseil-cpp"))
+        // abseil's and gRPC's own headers warn under -Wall; this file is built warning-free.
+        .warnings(false);
+    if std::env::var("OPT_LEVEL").as_deref() != Ok("0") {
+        build.define("NDEBUG", None);
+    }
+    build.compile("ctrd_grpc_core");
+}
+
+/// The directory of the grpcio-sys package this build uses, from `cargo metadata`.
+fn grpcio_sys_dir() -> PathBuf {
+    let cargo = std::env::var("CARGO").expect("cargo sets CARGO");
+    let target = std::env::var("TARGET").expect("cargo sets TARGET");
+    let output = std::process::Command::new(cargo)
+        .args(["metadata", "--format-version", "1", "--offline"])
+        .args([
+            "--filter-platform",
+            &target,
+            "--manifest-path",
+            "Cargo.toml",
+        ])
+        .output()
+        .expect("cargo metadata runs");
+    assert!(
+        output.status.success(),
+        "cargo metadata: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let json = String::from_utf8(output.stdout).expect("cargo metadata prints UTF-8");
+    // Paths come as JSON strings; a registry or vendor path has no escapes in practice, and
+    // one that had them would fail the existence check below.
+    let manifest = json
+        .split("\"manifest_path\":\"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .find(|path| {
+            Path::new(path)
+                .parent()
+                .and_then(Path::file_name)
+                .and_then(|name| name.to_str())
+                .is_some_and(|name| name.starts_with("grpcio-sys-") || name == "grpcio-sys")
+        })
+        .expect("cargo metadata lists grpcio-sys");
+    let dir = Path::new(manifest)
+        .parent()
+        .expect("a manifest has a directory");
+    assert!(
+        dir.join("grpc/include/grpc/grpc.h").is_file(),
+        "{}: not grpcio-sys's sources",
+        dir.display()
+    );
+    dir.to_path_buf()
 }

@@ -707,6 +707,35 @@ pub fn grpc_serve_connection(
     Ok(())
 }
 
+/// How gRPC core was started for this process (see `src/grpc_core.cc`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GrpcCore {
+    /// Its default event engine has no poller thread (nothing in ctrd uses engine I/O).
+    WithoutEnginePoller,
+    /// GRPC_EXPERIMENTS turned on event-engine I/O: the stock engine, poller thread and all.
+    Stock,
+}
+
+extern "C" {
+    fn ctrd_grpc_core_start() -> libc::c_int;
+}
+
+/// Starts gRPC core once for the process, before any grpcio environment, with only the
+/// threads ctrd's servers and proxy clients use; callers racing the first call wait for it.
+/// Core stays initialised until the process exits.
+pub fn start_grpc_core() -> GrpcCore {
+    static STARTED: std::sync::OnceLock<GrpcCore> = std::sync::OnceLock::new();
+    *STARTED.get_or_init(|| {
+        // SAFETY: the function takes nothing and only calls gRPC core's own set-up; OnceLock
+        // runs it once, before any other use of gRPC core in this process, which it needs.
+        if unsafe { ctrd_grpc_core_start() } == 1 {
+            GrpcCore::WithoutEnginePoller
+        } else {
+            GrpcCore::Stock
+        }
+    })
+}
+
 // Process calls for the runtime v2 shim manager (`crate::runtime`).
 
 /// A descriptor that becomes readable when process `pid` exits (`pidfd_open(2)`); works

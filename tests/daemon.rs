@@ -344,25 +344,25 @@ const CTRD_IDLE: [&str; 5] = [
 const CTRD_START_UP: [&str; 4] = ["ctrd-init", "ctrd-recover", "ctrd-ovl-check", "ctrd-gc"];
 
 /// gRPC core's own threads, named by gRPC core and cut to 15 bytes by the kernel: the
-/// default and resolver executors, the timer manager, the event engine's timer and the
-/// threads of its pool.
-const GRPC_CORE: [&str; 5] = [
+/// default executor, the timer manager, the event engine's timer and the threads of its
+/// pool. The resolver executor (`resolver-execut`) is not among them: ctrd starts gRPC core
+/// without it (src/grpc_core.cc).
+const GRPC_CORE: [&str; 4] = [
     "default-executo",
-    "resolver-execut",
     "grpc_global_tim",
     "timer_manager",
     "event_engine",
 ];
 
 /// gRPC core's idle threads outside its event engine's pool (one of each).
-const GRPC_CORE_FIXED: usize = 4;
+const GRPC_CORE_FIXED: usize = 3;
 
-/// The ceiling for an idle daemon: ctrd's 5; gRPC core's 4 and its event engine's pool,
-/// which keeps one waiting thread per configured CPU (2 to 16) besides the one its poller
-/// holds, and starts more while busy (they leave after 30 s in which no work reached them,
-/// which may be never), so up to twice as many and two more are allowed: 5 + 4 + 6 = 15
-/// on a 2-CPU machine, where an idle daemon runs 11 or 12. A thread per connection or per
-/// call would pass it.
+/// The ceiling for an idle daemon: ctrd's 5; gRPC core's 3 and its event engine's pool,
+/// which keeps one waiting thread per configured CPU (2 to 16; no poller holds one, see
+/// src/grpc_core.cc) and starts more while busy (they leave after 30 s in which no work
+/// reached them, which may be never), so up to twice as many and two more are allowed:
+/// 5 + 3 + 6 = 14 on a 2-CPU machine, where an idle daemon runs 10. A thread per
+/// connection or per call would pass it.
 fn idle_ceiling() -> usize {
     // gRPC core counts configured CPUs (sysconf(_SC_NPROCESSORS_CONF)), as glibc does:
     // the cpuN entries of /sys/devices/system/cpu.
@@ -462,6 +462,44 @@ fn idle_threads_are_few_named_and_listed_by_the_debug_endpoint_and_the_docs() {
             "docs/architecture.md does not name {name}"
         );
     }
+}
+
+#[test]
+fn grpc_core_runs_no_resolver_executor_or_engine_poller_unless_experiments_ask() {
+    // By default gRPC core starts without the two threads ctrd never uses: its resolver
+    // executor and its event engine's poller (the engine's I/O experiments are off).
+    let lean = Daemon::start("grpc-core-lean");
+    assert!(
+        lean.logs().contains("gRPC core: WithoutEnginePoller"),
+        "{}",
+        lean.logs()
+    );
+    let names = thread_names(lean.pid());
+    assert!(
+        !names.iter().any(|name| name == "resolver-execut"),
+        "{names:?}"
+    );
+    let version = VersionClient::new(lean.channel()).version(&Empty::new());
+    assert_eq!(version.unwrap().version, ctrd::VERSION);
+
+    // An event-engine I/O experiment gets the stock engine, and calls are answered.
+    let stock = Daemon::start_with(
+        "grpc-core-stock",
+        Options {
+            env: vec![(
+                "GRPC_EXPERIMENTS".into(),
+                "event_engine_listener,event_engine_client".into(),
+            )],
+            ..Default::default()
+        },
+    );
+    assert!(
+        stock.logs().contains("gRPC core: Stock"),
+        "{}",
+        stock.logs()
+    );
+    let version = VersionClient::new(stock.channel()).version(&Empty::new());
+    assert_eq!(version.unwrap().version, ctrd::VERSION);
 }
 
 #[test]

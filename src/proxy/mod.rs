@@ -52,6 +52,7 @@ impl Channels {
             .env
             .lock()
             .get_or_insert_with(|| {
+                crate::sys::start_grpc_core();
                 Arc::new(
                     EnvBuilder::new()
                         .cq_count(1)

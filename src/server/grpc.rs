@@ -149,6 +149,8 @@ const RECOUNT_INTERVAL: Duration = Duration::from_millis(100);
 /// completion-queue thread (`{name}-cq-0`), which polls and runs unary handlers. Building
 /// it takes about a millisecond, so the daemon builds it while its plugins start.
 pub fn environment(name: &str) -> Arc<Environment> {
+    let core = crate::sys::start_grpc_core();
+    log::debug!("gRPC core: {core:?}");
     Arc::new(
         EnvBuilder::new()
             .cq_count(1)

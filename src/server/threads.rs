@@ -154,11 +154,6 @@ pub const GRPC_CORE: &[Known] = &[
         "gRPC core: default executor (default-executor)",
     ),
     known(
-        "resolver-execut",
-        true,
-        "gRPC core: name resolver executor (resolver-executor)",
-    ),
-    known(
         "grpc_global_tim",
         true,
         "gRPC core: timer manager (grpc_global_timer)",
@@ -172,7 +167,7 @@ pub const GRPC_CORE: &[Known] = &[
         "event_engine",
         true,
         "gRPC core: the event engine's pool (keeps one per core, 2 to 16; more while busy, \
-         gone after 30 s idle)",
+         gone after 30 s idle; no poller: see src/grpc_core.cc)",
     ),
     known(
         "grpc_shutdown",

@@ -1,0 +1,84 @@
+// gRPC core (1.56), started once per process with only the threads a ctrd server uses.
+//
+// Called through src/sys.rs (start_grpc_core) before the first grpcio environment. Two
+// threads that gRPC core starts by default never do any work in ctrd:
+//
+// - The default EventEngine's poller. It waits for I/O on EventEngine endpoints and
+//   listeners, which gRPC 1.56 uses only under its event_engine_client, _listener and _dns
+//   experiments (GRPC_EXPERIMENTS); every socket of ctrd goes through iomgr's poller, run by
+//   the completion-queue threads. While those experiments are off, the default engine is
+//   built without a poller thread, over `NoIo`, which aborts with a message if anything
+//   asks it for I/O. The engine's timers (HTTP/2 keepalive and ping timers) and its thread
+//   pool are unchanged. With any of those experiments on, the stock engine is kept.
+// - The resolver executor, which runs DNS look-ups for client channels. ctrd dials only
+//   unix sockets (proxy plugins), and binds TCP addresses with a blocking look-up; a
+//   look-up queued there anyway runs on the caller's thread.
+//
+// The build compiles this file against grpcio-sys's own copy of gRPC and abseil, with the
+// same compiler and language level, so the classes used here match the linked library.
+
+#include <grpc/grpc.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include <memory>
+#include <string>
+
+#include "src/core/lib/event_engine/default_event_engine.h"
+#include "src/core/lib/event_engine/posix_engine/event_poller.h"
+#include "src/core/lib/event_engine/posix_engine/posix_engine.h"
+#include "src/core/lib/experiments/experiments.h"
+#include "src/core/lib/iomgr/executor.h"
+
+namespace {
+
+namespace ee = grpc_event_engine::experimental;
+
+// The poller of an EventEngine that does no I/O of its own: nothing registers a file
+// descriptor with it while the EventEngine I/O experiments are off, and nothing runs it.
+class NoIo final : public ee::PosixEventPoller {
+ public:
+  ee::EventHandle* CreateHandle(int fd, absl::string_view name,
+                                bool /*track_err*/) override {
+    fprintf(stderr,
+            "ctrd: gRPC core asked the event engine to poll fd %d (%.*s), but it "
+            "runs without a poller; unset GRPC_EXPERIMENTS\n",
+            fd, static_cast<int>(name.size()), name.data());
+    abort();
+  }
+  bool CanTrackErrors() const override { return false; }
+  std::string Name() override { return "none"; }
+  WorkResult Work(ee::EventEngine::Duration /*timeout*/,
+                  absl::FunctionRef<void()> /*schedule_poll_again*/) override {
+    return WorkResult::kDeadlineExceeded;
+  }
+  void Kick() override {}
+  void Shutdown() override {}
+};
+
+bool engine_io_experiments() {
+  return grpc_core::IsEventEngineClientEnabled() ||
+         grpc_core::IsEventEngineListenerEnabled() ||
+         grpc_core::IsEventEngineDnsEnabled();
+}
+
+}  // namespace
+
+// Returns 1 if the default EventEngine runs without a poller thread, 0 if the stock one is
+// kept. gRPC core stays initialised for the rest of the process.
+extern "C" int ctrd_grpc_core_start(void) {
+  int lean = engine_io_experiments() ? 0 : 1;
+  if (lean) {
+    ee::SetEventEngineFactory([]() -> std::unique_ptr<ee::EventEngine> {
+      // The engine never shuts its poller down (it is not its own), and lives as long as
+      // the process, like this poller.
+      static NoIo* no_io = new NoIo();
+      return std::make_unique<ee::PosixEventEngine>(no_io);
+    });
+  }
+  grpc_init();
+  // Nothing has used either executor yet: stop both, start the default one again.
+  grpc_core::Executor::SetThreadingAll(false);
+  grpc_core::Executor::SetThreadingDefault(true);
+  return lean;
+}
