@@ -41,7 +41,8 @@
 //! - `dbfile`: a store's redb file, opened or created on first use.
 //! - [`logging`]: logrus-style log lines.
 //! - [`timefmt`]: RFC 3339 timestamps as Go writes them.
-//! - [`sys`]: the few raw system calls (the only `unsafe` code).
+//! - [`sys`]: the few raw system calls and gRPC core's process-wide start
+//!   (`src/grpc_core.cc`: without the threads ctrd never uses); the only `unsafe` code.
 
 pub mod api;
 pub mod app;

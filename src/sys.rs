@@ -1,6 +1,7 @@
 //! The few system calls the standard library does not wrap: signal masks, signalfd, thread
-//! ids and per-thread signals, device nodes, symlink times and extended attributes. Every
-//! `unsafe` block of the crate lives here.
+//! ids and per-thread signals, device nodes, symlink times and extended attributes; and the
+//! one call into gRPC core that grpcio does not wrap, its start with only the threads ctrd
+//! uses (`src/grpc_core.cc`). Every `unsafe` block of the crate lives here.
 #![allow(unsafe_code)]
 
 use std::io;
