@@ -193,6 +193,7 @@ pub fn probe(socket: &Path, timeout: Duration) -> Outcome {
         };
         return Outcome::Unreachable(format!("{shown}: {why}"));
     }
+    crate::sys::start_grpc_core();
     let env = Arc::new(grpcio::EnvBuilder::new().cq_count(1).build());
     let channel = grpcio::ChannelBuilder::new(env).connect(&format!("unix:{shown}"));
     // The asynchronous form, for the answer's headers (the reason).

@@ -722,8 +722,10 @@ extern "C" {
 }
 
 /// Starts gRPC core once for the process, before any grpcio environment, with only the
-/// threads ctrd's servers and proxy clients use; callers racing the first call wait for it.
-/// Core stays initialised until the process exits.
+/// threads ctrd's servers and clients use; callers racing the first call wait for it. Core
+/// stays initialised until the process exits. Every grpcio environment the crate builds
+/// comes after a call to this: switching an executor off while gRPC core is in use is not
+/// safe.
 pub fn start_grpc_core() -> GrpcCore {
     static STARTED: std::sync::OnceLock<GrpcCore> = std::sync::OnceLock::new();
     *STARTED.get_or_init(|| {

@@ -41,6 +41,9 @@ struct Harness {
 }
 
 fn serve(services: Vec<grpcio::Service>) -> Harness {
+    // As the daemon does: gRPC core started once, before any environment (its start must
+    // not come while another test's server runs).
+    crate::sys::start_grpc_core();
     let env = Arc::new(
         EnvBuilder::new()
             .cq_count(1)

@@ -499,6 +499,7 @@ Num       RefCount Protocol Flags    Type St Inode Path
         let (dir, path, listener) = bound("batch");
         // A cap of 0 refuses every connection, so none reaches the (unstarted) server.
         let mut acceptor = Acceptor::new(listener, 0).unwrap();
+        crate::sys::start_grpc_core();
         let env = Arc::new(EnvBuilder::new().cq_count(1).build());
         let mut server = ServerBuilder::new(env).build().unwrap();
         let clients: Vec<_> = (0..ACCEPT_BATCH + 10)
