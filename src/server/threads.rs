@@ -169,11 +169,6 @@ pub const GRPC_CORE: &[Known] = &[
         "gRPC core: the event engine's pool (keeps one per core, 2 to 16; more while busy, \
          gone after 30 s idle; no poller: see src/grpc_core.cc)",
     ),
-    known(
-        "grpc_shutdown",
-        false,
-        "gRPC core: its own shutdown (when the last user goes)",
-    ),
 ];
 
 /// The entry for a thread named `comm`, if it is one ctrd or gRPC core starts.
