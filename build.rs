@@ -607,11 +607,19 @@ fn revision() {
 
 /// Compiles `src/grpc_core.cc` into the crate. Its classes must match the gRPC core that
 /// grpcio-sys links: same sources (grpcio-sys's own), the compiler's default language level
-/// (which grpcio-sys's cmake build also uses) and `NDEBUG` exactly when cmake builds gRPC
-/// core for release (every profile but dev, whose opt-level 0 makes it a Debug build).
+/// (which grpcio-sys's cmake build also uses on Linux) and `NDEBUG` exactly when cmake builds
+/// gRPC core for release (every profile but dev, whose opt-level 0 makes it a Debug build).
 fn grpc_core_start() {
     const SOURCE: &str = "src/grpc_core.cc";
     println!("cargo:rerun-if-changed={SOURCE}");
+    // Another grpcio-sys (a new version in the lock file) means other headers.
+    println!("cargo:rerun-if-changed=Cargo.lock");
+    println!("cargo:rerun-if-env-changed=GRPCIO_SYS_USE_PKG_CONFIG");
+    assert!(
+        std::env::var("GRPCIO_SYS_USE_PKG_CONFIG").as_deref() != Ok("1"),
+        "GRPCIO_SYS_USE_PKG_CONFIG=1 links the system's gRPC core, but {SOURCE} is built \
+         against grpcio-sys's own sources, which must match it: unset it"
+    );
     let grpc = grpcio_sys_dir().join("grpc");
     let mut build = cc::Build::new();
     build
@@ -628,18 +636,18 @@ fn grpc_core_start() {
     build.compile("ctrd_grpc_core");
 }
 
-/// The directory of the grpcio-sys package this build uses, from `cargo metadata`.
+/// The directory of the grpcio-sys package this build uses: of the manifests `cargo
+/// metadata` lists, the one whose package is named grpcio-sys (from the registry, a vendor
+/// directory or a git checkout alike).
 fn grpcio_sys_dir() -> PathBuf {
     let cargo = std::env::var("CARGO").expect("cargo sets CARGO");
     let target = std::env::var("TARGET").expect("cargo sets TARGET");
+    let manifest =
+        Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets it")).join("Cargo.toml");
     let output = std::process::Command::new(cargo)
         .args(["metadata", "--format-version", "1", "--offline"])
-        .args([
-            "--filter-platform",
-            &target,
-            "--manifest-path",
-            "Cargo.toml",
-        ])
+        .args(["--filter-platform", &target, "--manifest-path"])
+        .arg(&manifest)
         .output()
         .expect("cargo metadata runs");
     assert!(
@@ -648,21 +656,20 @@ fn grpcio_sys_dir() -> PathBuf {
         String::from_utf8_lossy(&output.stderr)
     );
     let json = String::from_utf8(output.stdout).expect("cargo metadata prints UTF-8");
-    // Paths come as JSON strings; a registry or vendor path has no escapes in practice, and
-    // one that had them would fail the existence check below.
-    let manifest = json
+    // Paths come as JSON strings; a path with escapes in it would not be found below, and
+    // the build would stop saying so.
+    let found = json
         .split("\"manifest_path\":\"")
         .skip(1)
         .filter_map(|rest| rest.split('"').next())
         .find(|path| {
-            Path::new(path)
-                .parent()
-                .and_then(Path::file_name)
-                .and_then(|name| name.to_str())
-                .is_some_and(|name| name.starts_with("grpcio-sys-") || name == "grpcio-sys")
+            std::fs::read_to_string(path).is_ok_and(|text| {
+                text.lines()
+                    .any(|line| line.replace(' ', "") == "name=\"grpcio-sys\"")
+            })
         })
         .expect("cargo metadata lists grpcio-sys");
-    let dir = Path::new(manifest)
+    let dir = Path::new(found)
         .parent()
         .expect("a manifest has a directory");
     assert!(

@@ -10,12 +10,17 @@
 //   built without a poller thread, over `NoIo`, which aborts with a message if anything
 //   asks it for I/O. The engine's timers (HTTP/2 keepalive and ping timers) and its thread
 //   pool are unchanged. With any of those experiments on, the stock engine is kept.
-// - The resolver executor, which runs DNS look-ups for client channels. ctrd dials only
-//   unix sockets (proxy plugins), and binds TCP addresses with a blocking look-up; a
-//   look-up queued there anyway runs on the caller's thread.
+// - The resolver executor. Client channels resolve names with c-ares by default, polled
+//   through iomgr, and TCP listeners bind with a blocking look-up: neither uses it. Only
+//   gRPC's native resolver (GRPC_DNS_RESOLVER=native) queues look-ups there; they then run
+//   on the thread that started them.
+//
+// Both changes are made only by the process's first start of gRPC core: switching an
+// executor off while core is in use is not safe, so if core is already running it is left
+// as it is.
 //
 // The build compiles this file against grpcio-sys's own copy of gRPC and abseil, with the
-// same compiler and language level, so the classes used here match the linked library.
+// same compiler, so the classes used here match the linked library.
 
 #include <grpc/grpc.h>
 #include <stdio.h>
@@ -64,14 +69,21 @@ bool engine_io_experiments() {
 
 }  // namespace
 
-// Returns 1 if the default EventEngine runs without a poller thread, 0 if the stock one is
-// kept. gRPC core stays initialised for the rest of the process.
+// Returns 1 if gRPC core now runs without the resolver executor and the default
+// EventEngine without a poller thread; 0 if the experiments keep the stock engine (the
+// resolver executor is still off); 2 if core was already running and is left as it was.
+// gRPC core stays initialised for the rest of the process.
 extern "C" int ctrd_grpc_core_start(void) {
+  if (grpc_is_initialized()) {
+    grpc_init();
+    return 2;
+  }
   int lean = engine_io_experiments() ? 0 : 1;
   if (lean) {
     ee::SetEventEngineFactory([]() -> std::unique_ptr<ee::EventEngine> {
-      // The engine never shuts its poller down (it is not its own), and lives as long as
-      // the process, like this poller.
+      // gRPC keeps the default engine while something holds it and builds another when
+      // asked after that; every engine shares this poller, which none of them shuts down
+      // (it is not theirs) and which has no state.
       static NoIo* no_io = new NoIo();
       return std::make_unique<ee::PosixEventEngine>(no_io);
     });

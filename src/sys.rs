@@ -711,10 +711,14 @@ pub fn grpc_serve_connection(
 /// How gRPC core was started for this process (see `src/grpc_core.cc`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GrpcCore {
-    /// Its default event engine has no poller thread (nothing in ctrd uses engine I/O).
+    /// Without the resolver executor, and its default event engine without a poller thread
+    /// (nothing in ctrd uses engine I/O).
     WithoutEnginePoller,
-    /// GRPC_EXPERIMENTS turned on event-engine I/O: the stock engine, poller thread and all.
+    /// GRPC_EXPERIMENTS turned on event-engine I/O: the stock engine, poller thread and all
+    /// (the resolver executor is still off).
     Stock,
+    /// Something had started gRPC core already: left as it was.
+    AlreadyRunning,
 }
 
 extern "C" {
@@ -731,10 +735,10 @@ pub fn start_grpc_core() -> GrpcCore {
     *STARTED.get_or_init(|| {
         // SAFETY: the function takes nothing and only calls gRPC core's own set-up; OnceLock
         // runs it once, before any other use of gRPC core in this process, which it needs.
-        if unsafe { ctrd_grpc_core_start() } == 1 {
-            GrpcCore::WithoutEnginePoller
-        } else {
-            GrpcCore::Stock
+        match unsafe { ctrd_grpc_core_start() } {
+            1 => GrpcCore::WithoutEnginePoller,
+            2 => GrpcCore::AlreadyRunning,
+            _ => GrpcCore::Stock,
         }
     })
 }

@@ -167,7 +167,8 @@ pub const GRPC_CORE: &[Known] = &[
         "event_engine",
         true,
         "gRPC core: the event engine's pool (keeps one per core, 2 to 16; more while busy, \
-         gone after 30 s idle; no poller: see src/grpc_core.cc)",
+         gone after 30 s idle; none holds a poller unless GRPC_EXPERIMENTS asks: see \
+         src/grpc_core.cc)",
     ),
 ];
 
