@@ -1,5 +1,6 @@
 //! gRPC core's start when something else started it first: left as it was. This file is its
 //! own test process, so the process's first start of gRPC core is this test's to make.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use std::time::Duration;
 
