@@ -159,18 +159,20 @@ pub fn environment(name: &str) -> Arc<Environment> {
     )
 }
 
-/// The server for `settings` with `services` registered, not yet started.
-fn build(
-    environment_ahead: Option<Arc<Environment>>,
+/// The server for `settings` with `services` registered, not yet started (its binding is
+/// the caller's).
+fn build<B>(
     name: &str,
-    max_recv_message_size: i64,
-    max_send_message_size: i64,
+    settings: &GrpcSettings<B>,
     services: Vec<grpcio::Service>,
 ) -> Result<grpcio::Server, String> {
-    let env = environment_ahead.unwrap_or_else(|| environment(name));
+    let env = settings
+        .environment
+        .clone()
+        .unwrap_or_else(|| environment(name));
     let args = ChannelBuilder::new(env.clone())
-        .max_receive_message_len(clamp(max_recv_message_size))
-        .max_send_message_len(clamp(max_send_message_size))
+        .max_receive_message_len(clamp(settings.max_recv_message_size))
+        .max_send_message_len(clamp(settings.max_send_message_size))
         // A fixed flow-control window: without it the BDP estimator grows each stream's
         // window to many MiB, all of which a fast client may fill with buffered messages.
         .http2_bdp_probe(false)
@@ -211,18 +213,11 @@ pub fn start(
     services: Vec<grpcio::Service>,
 ) -> Result<(Box<dyn Serving>, Option<Interrupt>), ServerError> {
     let fail = |err: String| ServerError::Listener(name, err);
+    let mut server = build(name, &settings, services).map_err(fail)?;
     let Tcp {
         address,
         credentials,
     } = settings.bind;
-    let mut server = build(
-        settings.environment,
-        name,
-        settings.max_recv_message_size,
-        settings.max_send_message_size,
-        services,
-    )
-    .map_err(fail)?;
     server
         .add_listening_port(address.clone(), credentials)
         .map_err(|err| fail(format!("listen on {address}: {err}")))?;
@@ -239,14 +234,7 @@ pub fn start_unix(
     services: Vec<grpcio::Service>,
 ) -> Result<UnixServing, ServerError> {
     let fail = |err: String| ServerError::Listener(name, err);
-    let mut server = build(
-        settings.environment,
-        name,
-        settings.max_recv_message_size,
-        settings.max_send_message_size,
-        services,
-    )
-    .map_err(fail)?;
+    let mut server = build(name, &settings, services).map_err(fail)?;
     let max_connections = match settings.max_connections {
         0 => DEFAULT_MAX_CONNECTIONS,
         n => n,
