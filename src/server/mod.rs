@@ -435,6 +435,8 @@ fn boot_and_serve(
                     health.set_serving();
                 }
                 notify::notify("READY=1");
+                // Start-up's leftovers wait until now.
+                crate::snapshots::overlay::check::serving();
                 let took = started.elapsed();
                 log::info!("ctrd successfully booted in {:.6}s", took.as_secs_f64());
                 log::info!(

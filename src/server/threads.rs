@@ -122,7 +122,7 @@ pub const CTRD: &[Known] = &[
     known(
         "ctrd-ovl-check",
         false,
-        "overlayfs's support check at start: d_type, then the test mount (ends then)",
+        "overlayfs's support check at start: d_type, the test overlay, its removal once serving",
     ),
     known(
         "ctrd-stacks",

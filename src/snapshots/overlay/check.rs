@@ -1,15 +1,19 @@
 //! Whether overlayfs works under a root, checked the way containerd's `overlayutils` does:
-//! the backing file system must report entry types (`d_type`), and a real overlay mount
-//! with two lower directories must succeed in a scratch directory under the root. Also the
-//! mount options the kernel wants (`index=off`, `userxattr`).
+//! the backing file system must report entry types (`d_type`), and an overlay of two lower
+//! directories in a scratch directory under the root must be accepted by the kernel. Also
+//! the mount options the kernel wants (`index=off`, `userxattr`).
 //!
-//! The check runs on a short-lived thread (`ctrd-ovl-check`), the test mount in a private
-//! mount namespace of its own. The daemon starts it before its plugins ([`prestart`]), so
-//! it overlaps their start-up until the overlayfs plugin takes the verdict; the thread
-//! then unmounts (which waits for the kernel's RCU grace period, milliseconds of start-up)
-//! and removes the scratch directory. Should the process die first, the mount dies with the
-//! thread's namespace and never shows on the host; a leftover scratch directory is removed
-//! by the next check.
+//! The kernel builds the test overlay through the file-system context calls and lets it go
+//! again, never attached to any mount point: the same checks as a mount, with nothing to
+//! unmount (an unmount waits for an RCU grace period, milliseconds of start-up). Kernels
+//! before 5.2 lack those calls; there the overlay is mounted from a thread in a private
+//! mount namespace of its own, so it never shows on the host and dies with the thread.
+//!
+//! The check runs on a short-lived thread (`ctrd-ovl-check`) that the daemon starts before
+//! its plugins ([`prestart`]), so it overlaps their start-up until the overlayfs plugin
+//! takes the verdict. Removing the scratch directory (and unmounting, on old kernels) waits
+//! until the daemon serves ([`serving`]). A scratch directory left by a process that died
+//! first is removed by the next check.
 
 use std::fs;
 use std::io;
@@ -18,7 +22,8 @@ use std::thread::JoinHandle;
 
 use crate::mount::{self, Mount};
 
-/// Prefixes of the scratch directories the checks make under a root.
+/// Prefixes of the scratch directories the checks make under a root (`d_type-check-` from
+/// versions that checked d_type in a directory of its own).
 const SCRATCH: [&str; 3] = [
     "d_type-check-",
     "multiple-lowerdir-check",
@@ -26,16 +31,23 @@ const SCRATCH: [&str; 3] = [
 ];
 
 /// The rest of a successful check, still running: joined by [`Cleanup::wait`] or on drop.
-pub struct Cleanup(Option<JoinHandle<()>>);
+pub struct Cleanup {
+    thread: Option<JoinHandle<()>>,
+    /// Lets a check held back until the daemon serves go on with its tail.
+    release: Option<crossbeam_channel::Sender<()>>,
+}
 
 impl Cleanup {
-    /// Waits until the test mount is gone and its scratch directory removed.
+    /// Waits until the test's scratch directory (and on old kernels its mount) is gone.
     pub fn wait(mut self) {
         self.join();
     }
 
     fn join(&mut self) {
-        if let Some(handle) = self.0.take() {
+        if let Some(release) = self.release.take() {
+            let _ = release.try_send(());
+        }
+        if let Some(handle) = self.thread.take() {
             if handle.join().is_err() {
                 log::warn!("the overlay check thread panicked");
             }
@@ -52,7 +64,7 @@ impl Drop for Cleanup {
 /// `Ok` (with the check's tail still running) when overlay can be used under `root`, else
 /// why not.
 pub fn supported(root: &Path) -> Result<Cleanup, String> {
-    start(root).outcome()
+    start(root, false).outcome()
 }
 
 /// A check running on its own thread (see [`start`]).
@@ -88,40 +100,62 @@ fn verdict<E>(
 }
 
 /// Starts the whole check of `root` (an existing directory) on the `ctrd-ovl-check` thread:
-/// leftovers, `d_type`, then the test mount. The caller goes on at once.
-pub fn start(root: &Path) -> Pending {
+/// leftovers, `d_type`, then the test overlay. The caller goes on at once. A `held` check
+/// keeps its tail (removing the scratch directory) until [`serving`] or its [`Cleanup`]
+/// lets it go, so that work stays out of the daemon's start.
+pub fn start(root: &Path, held: bool) -> Pending {
     let (tx, rx) = crossbeam_channel::bounded(1);
+    let (release, released) = crossbeam_channel::bounded(1);
     let unstarted = tx.clone();
     let thread_root = root.to_path_buf();
     let spawned = std::thread::Builder::new()
         .name("ctrd-ovl-check".into())
-        .spawn(move || check_root(&thread_root, tx));
+        .spawn(move || check_root(&thread_root, tx, &released));
     if let Err(err) = &spawned {
-        // The test mount needs a thread of its own (its mount namespace).
         let _ = unstarted.send(Err(format!("failed to mount overlay: {err}")));
     }
     drop(unstarted);
+    let release = held.then(|| {
+        *RELEASE.lock() = Some(release.clone());
+        release
+    });
     Pending {
         root: root.to_path_buf(),
         outcome: rx,
-        cleanup: Cleanup(spawned.ok()),
+        cleanup: Cleanup {
+            thread: spawned.ok(),
+            release,
+        },
     }
 }
 
 /// Waits for a check [`prestart`] began that no plugin took (start-up stopped before the
-/// overlayfs plugin's turn), so its test mount and scratch directory are gone.
+/// overlayfs plugin's turn), so its scratch directory is gone.
 pub fn finish_prestarted() {
+    serving();
     let early = PRESTARTED.lock().take();
     drop(early);
+}
+
+/// The daemon serves: a check [`prestart`] began goes on with its tail.
+pub fn serving() {
+    if let Some(release) = RELEASE.lock().take() {
+        let _ = release.try_send(());
+    }
 }
 
 /// A check started before the plugins (see [`prestart`]).
 static PRESTARTED: parking_lot::Mutex<Option<Pending>> = parking_lot::Mutex::new(None);
 
+/// What lets the check [`prestart`] began finish once the daemon serves.
+static RELEASE: parking_lot::Mutex<Option<crossbeam_channel::Sender<()>>> =
+    parking_lot::Mutex::new(None);
+
 /// Starts the check of `root` now, for the overlayfs plugin to take when its turn comes:
-/// the test mount then overlaps the start-up work before it.
+/// the test overlay is then made while the start-up work before it runs, and its scratch
+/// directory removed once the daemon serves.
 pub fn prestart(root: &Path) {
-    *PRESTARTED.lock() = Some(start(root));
+    *PRESTARTED.lock() = Some(start(root, true));
 }
 
 /// The verdict for `root`: from the check [`prestart`] began if it was for `root`, else from
@@ -138,10 +172,23 @@ pub fn supported_prestarted(root: &Path) -> Result<Cleanup, String> {
     }
 }
 
-/// The check thread of [`start`].
-fn check_root(root: &Path, outcome: crossbeam_channel::Sender<Result<(), String>>) {
+/// The check thread of [`start`]; `released` says when to remove the scratch directory.
+fn check_root(
+    root: &Path,
+    outcome: crossbeam_channel::Sender<Result<(), String>>,
+    released: &crossbeam_channel::Receiver<()>,
+) {
     remove_leftovers(root);
-    let verdict = match supports_d_type(root) {
+    let report = |result: Result<(), String>| {
+        let _ = outcome.send(result);
+    };
+    let mount_error = |err: io::Error| format!("failed to mount overlay: {err}");
+    // The test overlay's directories also show whether the file system fills in d_type.
+    let test = match TestOverlay::make(root, "multiple-lowerdir-check", &[]) {
+        Ok(test) => test,
+        Err(err) => return report(Err(mount_error(err))),
+    };
+    let d_type = match test.lists_entry_types() {
         Ok(true) => Ok(()),
         Ok(false) => Err(format!(
             "{} does not support d_type. If the backing filesystem is xfs, please reformat with ftype=1 to enable d_type support",
@@ -152,16 +199,26 @@ fn check_root(root: &Path, outcome: crossbeam_channel::Sender<Result<(), String>
             root.display()
         )),
     };
-    if let Err(err) = verdict {
-        let _ = outcome.send(Err(err));
-        return;
+    if let Err(err) = d_type {
+        test.remove();
+        return report(Err(err));
     }
-    let report = |result: io::Result<()>| {
-        let _ = outcome.send(result.map_err(|err| format!("failed to mount overlay: {err}")));
-    };
-    match scratch_mount(root, "multiple-lowerdir-check", &[]) {
-        Ok((m, scratch)) => mount_and_undo(&m, &scratch, report),
-        Err(err) => report(Err(err)),
+    match test.superblock() {
+        Err(err) if err.raw_os_error() == Some(libc::ENOSYS) => mount_and_undo(
+            &test,
+            |result| report(result.map_err(mount_error)),
+            released,
+        ),
+        Err(err) => {
+            test.remove();
+            report(Err(mount_error(err)));
+        }
+        Ok(superblock) => {
+            report(Ok(()));
+            let _ = released.recv();
+            drop(superblock);
+            test.remove();
+        }
     }
 }
 
@@ -179,64 +236,122 @@ fn remove_leftovers(root: &Path) {
     }
 }
 
-/// Whether the file system under `dir` fills in `d_type` when listing a directory.
-pub fn supports_d_type(dir: &Path) -> io::Result<bool> {
-    let scratch = mount::unique_dir(dir, "d_type-check-")?;
-    let result = fs::write(scratch.join("file"), b"")
-        .and_then(|()| crate::sys::dir_entry_types(&scratch))
-        .map(|entries| {
-            entries
-                .iter()
-                .any(|(name, kind)| name == "file" && *kind == libc::DT_REG)
-        });
-    let _ = fs::remove_dir_all(&scratch);
-    result
+/// A test overlay in a scratch directory under a root: two lower directories, an upper and
+/// a work directory, and extra options (`userxattr`).
+struct TestOverlay {
+    scratch: PathBuf,
+    extra: Vec<String>,
 }
 
-/// The scratch directory of a test mount under `root` and the overlay of two lower
-/// directories, an upper and a work directory in it (with `extra` options).
-fn scratch_mount(root: &Path, prefix: &str, extra: &[&str]) -> io::Result<(Mount, PathBuf)> {
-    let scratch = mount::unique_dir(root, prefix)?;
-    let made = (|| {
+impl TestOverlay {
+    fn make(root: &Path, prefix: &str, extra: &[&str]) -> io::Result<TestOverlay> {
+        let scratch = mount::unique_dir(root, prefix)?;
+        let test = TestOverlay {
+            scratch,
+            extra: extra.iter().map(|o| o.to_string()).collect(),
+        };
         for dir in ["lower1", "lower2", "upper", "work", "merged"] {
-            fs::create_dir(scratch.join(dir))?;
+            if let Err(err) = fs::create_dir(test.scratch.join(dir)) {
+                test.remove();
+                return Err(err);
+            }
         }
-        Ok::<(), io::Error>(())
-    })();
-    if let Err(err) = made {
-        let _ = fs::remove_dir_all(&scratch);
-        return Err(err);
+        Ok(test)
     }
-    let path = |dir: &str| scratch.join(dir).to_string_lossy().into_owned();
-    let mut options = vec![format!(
-        "lowerdir={}:{},upperdir={},workdir={}",
-        path("lower2"),
-        path("lower1"),
-        path("upper"),
-        path("work")
-    )];
-    options.extend(extra.iter().map(|o| o.to_string()));
-    let m = Mount {
-        r#type: "overlay".into(),
-        source: "overlay".into(),
-        target: String::new(),
-        options,
-    };
-    Ok((m, scratch))
+
+    fn path(&self, dir: &str) -> String {
+        self.scratch.join(dir).to_string_lossy().into_owned()
+    }
+
+    /// The options, each a key with a value or a flag.
+    fn options(&self) -> Vec<(String, Option<String>)> {
+        let mut options = vec![
+            (
+                "lowerdir".to_string(),
+                Some(format!("{}:{}", self.path("lower2"), self.path("lower1"))),
+            ),
+            ("upperdir".to_string(), Some(self.path("upper"))),
+            ("workdir".to_string(), Some(self.path("work"))),
+        ];
+        options.extend(self.extra.iter().map(|o| match o.split_once('=') {
+            Some((key, value)) => (key.to_string(), Some(value.to_string())),
+            None => (o.clone(), None),
+        }));
+        options
+    }
+
+    /// Whether listing the scratch directory reports its subdirectories' types.
+    fn lists_entry_types(&self) -> io::Result<bool> {
+        let entries = crate::sys::dir_entry_types(&self.scratch)?;
+        Ok(entries.iter().any(|(_, kind)| *kind == libc::DT_DIR))
+    }
+
+    /// The overlay built by the kernel, never mounted; it goes when the returned context is
+    /// closed (see [`crate::sys::build_superblock`]). `ENOSYS` on kernels before 5.2.
+    fn superblock(&self) -> io::Result<std::os::fd::OwnedFd> {
+        let options = self.options();
+        let options: Vec<(&str, Option<&str>)> = options
+            .iter()
+            .map(|(key, value)| (key.as_str(), value.as_deref()))
+            .collect();
+        crate::sys::build_superblock("overlay", &options)
+    }
+
+    /// The same overlay as a mount, for kernels without the file-system context calls.
+    fn mount(&self) -> Mount {
+        let options = self
+            .options()
+            .into_iter()
+            .map(|(key, value)| match value {
+                Some(value) => format!("{key}={value}"),
+                None => key,
+            })
+            .collect::<Vec<_>>()
+            .join(",");
+        Mount {
+            r#type: "overlay".into(),
+            source: "overlay".into(),
+            target: String::new(),
+            options: vec![options],
+        }
+    }
+
+    fn remove(&self) {
+        let _ = fs::remove_dir_all(&self.scratch);
+    }
 }
 
-/// Makes a test mount under `root` (with `extra` options) from a thread in a private mount
-/// namespace and waits for its outcome; see the module documentation.
-fn mount_check(root: &Path, prefix: &str, extra: &[&str]) -> io::Result<Cleanup> {
-    let (m, scratch) = scratch_mount(root, prefix, extra)?;
+/// Makes a test overlay under `root` (with `extra` options) and waits for the outcome; the
+/// scratch directory is gone when this returns.
+fn overlay_check(root: &Path, prefix: &str, extra: &[&str]) -> io::Result<()> {
+    let test = TestOverlay::make(root, prefix, extra)?;
+    match test.superblock() {
+        Err(err) if err.raw_os_error() == Some(libc::ENOSYS) => mount_check(test),
+        result => {
+            // Closing the context lets the superblock go before its directories are removed.
+            let result = result.map(drop);
+            test.remove();
+            result
+        }
+    }
+}
+
+/// `test` mounted from a thread in a private mount namespace (kernels before 5.2); the
+/// mount and the scratch directory are gone when this returns.
+fn mount_check(test: TestOverlay) -> io::Result<()> {
     let (tx, rx) = crossbeam_channel::bounded(1);
-    let thread_scratch = scratch.clone();
+    let scratch = test.scratch.clone();
     let spawned = std::thread::Builder::new()
         .name("ctrd-ovl-check".into())
         .spawn(move || {
-            mount_and_undo(&m, &thread_scratch, |result| {
-                let _ = tx.send(result);
-            })
+            let (_, released) = crossbeam_channel::bounded(0);
+            mount_and_undo(
+                &test,
+                |result| {
+                    let _ = tx.send(result);
+                },
+                &released,
+            )
         });
     let handle = match spawned {
         Ok(handle) => handle,
@@ -245,15 +360,25 @@ fn mount_check(root: &Path, prefix: &str, extra: &[&str]) -> io::Result<Cleanup>
             return Err(err);
         }
     };
-    verdict(&rx, Cleanup(Some(handle)), || {
+    let cleanup = Cleanup {
+        thread: Some(handle),
+        release: None,
+    };
+    verdict(&rx, cleanup, || {
         io::Error::other("the overlay check thread ended early")
     })
+    .map(Cleanup::wait)
 }
 
-/// On a check thread: its own mount namespace (private, so nothing propagates to the host),
-/// the test mount, its outcome reported, then the unmount and the scratch directory removed.
-fn mount_and_undo(m: &Mount, scratch: &Path, report: impl FnOnce(io::Result<()>)) {
-    let merged = scratch.join("merged");
+/// On a check thread (kernels before 5.2): its own mount namespace (private, so nothing
+/// propagates to the host), the test mount, its outcome reported; once `released` says so
+/// (a message, or its senders gone), the unmount and the scratch directory removed.
+fn mount_and_undo(
+    test: &TestOverlay,
+    report: impl FnOnce(io::Result<()>),
+    released: &crossbeam_channel::Receiver<()>,
+) {
+    let merged = test.scratch.join("merged");
     let mounted = crate::sys::unshare(libc::CLONE_NEWNS)
         .and_then(|()| {
             crate::sys::mount(
@@ -264,16 +389,17 @@ fn mount_and_undo(m: &Mount, scratch: &Path, report: impl FnOnce(io::Result<()>)
                 "",
             )
         })
-        .and_then(|()| mount::mount(m, &merged));
+        .and_then(|()| mount::mount(&test.mount(), &merged));
     let ok = mounted.is_ok();
     report(mounted);
+    let _ = released.recv();
     if ok {
         if let Err(err) = mount::unmount_all(&merged) {
             log::warn!("failed to unmount {}: {err}", merged.display());
             return;
         }
     }
-    let _ = fs::remove_dir_all(scratch);
+    test.remove();
 }
 
 /// Whether the kernel's overlay module has the `index` feature, which containerd turns off.
@@ -295,10 +421,7 @@ fn in_user_namespace() -> bool {
 /// Whether overlay must be mounted with `userxattr`: only inside a user namespace, and only
 /// where the kernel accepts the option.
 pub fn needs_userxattr(root: &Path) -> bool {
-    in_user_namespace()
-        && mount_check(root, "userxattr-check", &["userxattr"])
-            .map(Cleanup::wait)
-            .is_ok()
+    in_user_namespace() && overlay_check(root, "userxattr-check", &["userxattr"]).is_ok()
 }
 
 #[cfg(test)]
@@ -331,7 +454,6 @@ mod tests {
             return;
         }
         let dir = tempfile::tempdir().expect("tempdir");
-        assert!(supports_d_type(dir.path()).expect("d_type"));
         // A leftover of a check whose process died is removed by the next.
         fs::create_dir_all(dir.path().join("multiple-lowerdir-check7/merged")).expect("mkdir");
         supported(dir.path()).expect("overlay works").wait();
@@ -364,6 +486,10 @@ mod tests {
             .err()
             .expect("overlay on overlay is refused");
         assert!(reason.starts_with("failed to mount overlay: "), "{reason}");
+        // Since 6.5 overlayfs logs why to the file-system context, which the reason carries.
+        if kernel_at_least(6, 5) {
+            assert!(reason.contains("not supported as upperdir"), "{reason}");
+        }
         let left: Vec<_> = fs::read_dir(&guard.0).expect("readdir").collect();
         assert!(left.is_empty(), "scratch directories removed: {left:?}");
     }
@@ -394,9 +520,69 @@ mod tests {
             .expect("mount");
         assert!(status.success(), "loop mount");
         let guard = Mounted(target);
-        assert!(!supports_d_type(&guard.0).expect("check"));
+        fs::create_dir(guard.0.join("sub")).expect("mkdir");
+        let types = crate::sys::dir_entry_types(&guard.0).expect("list");
+        assert!(
+            types.iter().all(|(_, kind)| *kind == libc::DT_UNKNOWN),
+            "{types:?}"
+        );
+        fs::remove_dir(guard.0.join("sub")).expect("rmdir");
         let reason = supported(&guard.0).err().expect("unsupported");
         assert!(reason.contains("does not support d_type"), "{reason}");
+    }
+
+    /// Waits up to 10 s for `done`.
+    fn eventually(what: &str, done: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn a_held_check_keeps_its_scratch_directory_until_the_daemon_serves() {
+        if !require_root() {
+            return;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let count = || fs::read_dir(dir.path()).expect("readdir").count();
+        let cleanup = start(dir.path(), true).outcome().expect("overlay works");
+        assert_eq!(count(), 1, "the scratch directory stays while held");
+        serving();
+        eventually("the scratch directory removed once serving", || {
+            count() == 0
+        });
+        cleanup.wait();
+    }
+
+    /// Whether the running kernel is at least `major.minor`.
+    fn kernel_at_least(major: u32, minor: u32) -> bool {
+        let release = fs::read_to_string("/proc/sys/kernel/osrelease").expect("osrelease");
+        let mut numbers = release
+            .split(|c: char| !c.is_ascii_digit())
+            .map(|n| n.parse::<u32>().unwrap_or(0));
+        let found = (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0));
+        found >= (major, minor)
+    }
+
+    #[test]
+    fn without_the_context_calls_the_overlay_is_mounted_in_a_namespace_of_its_own() {
+        if !require_root() {
+            return;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let test = TestOverlay::make(dir.path(), "multiple-lowerdir-check", &[]).expect("dirs");
+        mount_check(test).expect("overlay mounted");
+        let mounts = fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+        assert!(!mounts.contains(&*dir.path().to_string_lossy()), "{mounts}");
+        assert_eq!(fs::read_dir(dir.path()).expect("readdir").count(), 0);
+
+        let test = TestOverlay::make(dir.path(), "multiple-lowerdir-check", &[]).expect("dirs");
+        fs::remove_dir(test.scratch.join("lower1")).expect("rmdir");
+        let err = mount_check(test).expect_err("a missing lower directory is refused");
+        assert_eq!(err.raw_os_error(), Some(libc::ENOENT), "{err}");
+        assert_eq!(fs::read_dir(dir.path()).expect("readdir").count(), 0);
     }
 
     #[test]
