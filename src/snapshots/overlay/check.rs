@@ -250,7 +250,8 @@ impl TestOverlay {
             scratch,
             extra: extra.iter().map(|o| o.to_string()).collect(),
         };
-        for dir in ["lower1", "lower2", "upper", "work", "merged"] {
+        // No mount point: only the mount of old kernels needs one (made there).
+        for dir in ["lower1", "lower2", "upper", "work"] {
             if let Err(err) = fs::create_dir(test.scratch.join(dir)) {
                 test.remove();
                 return Err(err);
@@ -379,7 +380,8 @@ fn mount_and_undo(
     released: &crossbeam_channel::Receiver<()>,
 ) {
     let merged = test.scratch.join("merged");
-    let mounted = crate::sys::unshare(libc::CLONE_NEWNS)
+    let mounted = fs::create_dir(&merged)
+        .and_then(|()| crate::sys::unshare(libc::CLONE_NEWNS))
         .and_then(|()| {
             crate::sys::mount(
                 "none",
