@@ -6,8 +6,9 @@
 //! The kernel builds the test overlay through the file-system context calls and lets it go
 //! again, never attached to any mount point: the same checks as a mount, with nothing to
 //! unmount (an unmount waits for an RCU grace period, milliseconds of start-up). Kernels
-//! before 5.2 lack those calls; there the overlay is mounted from a thread in a private
-//! mount namespace of its own, so it never shows on the host and dies with the thread.
+//! before 5.2 lack those calls, and seccomp filters older than them may refuse them; there
+//! the overlay is mounted from a thread in a private mount namespace of its own, so it never
+//! shows on the host and dies with the thread.
 //!
 //! The check runs on a short-lived thread (`ctrd-ovl-check`) that the daemon starts before
 //! its plugins ([`prestart`]), so it overlaps their start-up until the overlayfs plugin
@@ -204,7 +205,7 @@ fn check_root(
         return report(Err(err));
     }
     match test.superblock() {
-        Err(err) if err.raw_os_error() == Some(libc::ENOSYS) => mount_and_undo(
+        Err(err) if mount_instead(&err) => mount_and_undo(
             &test,
             |result| report(result.map_err(mount_error)),
             released,
@@ -234,6 +235,14 @@ fn remove_leftovers(root: &Path) {
             let _ = fs::remove_dir_all(entry.path());
         }
     }
+}
+
+/// Whether building the test overlay failed in a way a mount may not: the kernel lacks the
+/// file-system context calls (before 5.2), or a seccomp filter written before them refuses
+/// them while it allows `mount` (where the caller truly lacks the right, the mount is
+/// refused as well and says so).
+fn mount_instead(err: &io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(libc::ENOSYS | libc::EPERM))
 }
 
 /// A test overlay in a scratch directory under a root: two lower directories, an upper and
@@ -327,7 +336,7 @@ impl TestOverlay {
 fn overlay_check(root: &Path, prefix: &str, extra: &[&str]) -> io::Result<()> {
     let test = TestOverlay::make(root, prefix, extra)?;
     match test.superblock() {
-        Err(err) if err.raw_os_error() == Some(libc::ENOSYS) => mount_check(test),
+        Err(err) if mount_instead(&err) => mount_check(test),
         result => {
             // Closing the context lets the superblock go before its directories are removed.
             let result = result.map(drop);
@@ -585,6 +594,15 @@ mod tests {
         let err = mount_check(test).expect_err("a missing lower directory is refused");
         assert_eq!(err.raw_os_error(), Some(libc::ENOENT), "{err}");
         assert_eq!(fs::read_dir(dir.path()).expect("readdir").count(), 0);
+    }
+
+    #[test]
+    fn only_a_missing_or_filtered_call_falls_back_to_a_mount() {
+        let err = io::Error::from_raw_os_error;
+        assert!(mount_instead(&err(libc::ENOSYS)));
+        assert!(mount_instead(&err(libc::EPERM)));
+        assert!(!mount_instead(&err(libc::EINVAL)));
+        assert!(!mount_instead(&err(libc::ENOENT)));
     }
 
     #[test]
