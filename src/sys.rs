@@ -555,30 +555,71 @@ pub fn mount(
     Ok(())
 }
 
+/// A failed file-system context call: the error (its errno kept) and the last message the
+/// file system logged to the context, if any.
+#[derive(Debug)]
+pub struct FsContextError {
+    pub error: io::Error,
+    pub message: Option<String>,
+}
+
+impl FsContextError {
+    /// The errno of the call that failed.
+    pub fn raw_os_error(&self) -> Option<i32> {
+        self.error.raw_os_error()
+    }
+}
+
+impl std::fmt::Display for FsContextError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.message {
+            Some(message) => write!(f, "{}: {message}", self.error),
+            None => write!(f, "{}", self.error),
+        }
+    }
+}
+
+impl From<FsContextError> for io::Error {
+    fn from(err: FsContextError) -> io::Error {
+        match err.message {
+            Some(_) => io::Error::new(err.error.kind(), err.to_string()),
+            None => err.error,
+        }
+    }
+}
+
 /// Builds a superblock of `fstype` from `options` (a key with a value, or a flag) with the
 /// kernel's file-system context calls (`fsopen`, `fsconfig`, then its create command): the
 /// file system checks everything it would check for a mount, but nothing is attached
-/// anywhere, so there is nothing to unmount. The superblock lives until the returned
-/// context is closed (which can take a millisecond). `ENOSYS` on kernels older than 5.2. A
-/// failure carries the file system's own message when it logged one.
-pub fn build_superblock(fstype: &str, options: &[(&str, Option<&str>)]) -> io::Result<OwnedFd> {
-    const FSOPEN_CLOEXEC: libc::c_uint = 1;
-    const FSCONFIG_SET_FLAG: libc::c_uint = 0;
-    const FSCONFIG_SET_STRING: libc::c_uint = 1;
-    const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+/// anywhere, so there is nothing to unmount. (Security modules that mediate mounts check
+/// only the attaching, which never happens here.) The superblock lives until the returned
+/// context is closed (which can take a millisecond). `ENOSYS` on kernels older than 5.2.
+pub fn build_superblock(
+    fstype: &str,
+    options: &[(&str, Option<&str>)],
+) -> Result<OwnedFd, FsContextError> {
+    const FSOPEN_CLOEXEC: libc::c_long = 1;
+    const FSCONFIG_SET_FLAG: libc::c_long = 0;
+    const FSCONFIG_SET_STRING: libc::c_long = 1;
+    const FSCONFIG_CMD_CREATE: libc::c_long = 6;
+    let plain = |error: io::Error| FsContextError {
+        error,
+        message: None,
+    };
     let cstr = |s: &str| {
         std::ffi::CString::new(s)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "option contains NUL"))
     };
-    let fstype = cstr(fstype)?;
-    // SAFETY: `fstype` is a NUL-terminated string that outlives the call.
+    let fstype = cstr(fstype).map_err(plain)?;
+    // SAFETY: `fstype` is a NUL-terminated string that outlives the call; every argument is
+    // passed as the full register width the kernel reads.
     let fd = unsafe { libc::syscall(libc::SYS_fsopen, fstype.as_ptr(), FSOPEN_CLOEXEC) };
     if fd < 0 {
-        return Err(io::Error::last_os_error());
+        return Err(plain(io::Error::last_os_error()));
     }
     // SAFETY: fsopen returned a new descriptor that nothing else owns.
     let fd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
-    let config = |cmd: libc::c_uint,
+    let config = |cmd: libc::c_long,
                   key: Option<&std::ffi::CStr>,
                   value: Option<&std::ffi::CStr>| {
         let ptr = |s: Option<&std::ffi::CStr>| s.map_or(std::ptr::null(), std::ffi::CStr::as_ptr);
@@ -587,11 +628,11 @@ pub fn build_superblock(fstype: &str, options: &[(&str, Option<&str>)]) -> io::R
         let rc = unsafe {
             libc::syscall(
                 libc::SYS_fsconfig,
-                fd.as_raw_fd(),
+                fd.as_raw_fd() as libc::c_long,
                 cmd,
                 ptr(key),
                 ptr(value),
-                0 as libc::c_int,
+                0 as libc::c_long,
             )
         };
         if rc < 0 {
@@ -609,9 +650,9 @@ pub fn build_superblock(fstype: &str, options: &[(&str, Option<&str>)]) -> io::R
     });
     match configured.and_then(|()| config(FSCONFIG_CMD_CREATE, None, None)) {
         Ok(()) => Ok(fd),
-        Err(err) => Err(match fs_context_error(&fd) {
-            Some(message) => io::Error::new(err.kind(), format!("{err}: {message}")),
-            None => err,
+        Err(error) => Err(FsContextError {
+            error,
+            message: fs_context_error(&fd),
         }),
     }
 }
@@ -619,12 +660,23 @@ pub fn build_superblock(fstype: &str, options: &[(&str, Option<&str>)]) -> io::R
 /// The last error a file-system context logged (`e <message>` read from its descriptor).
 fn fs_context_error(fd: &OwnedFd) -> Option<String> {
     let mut last = None;
-    let mut buf = [0u8; 512];
-    // A context keeps a handful of messages; each read takes the oldest.
-    for _ in 0..8 {
+    // Messages name paths: room for the longest.
+    let mut buf = vec![0u8; libc::PATH_MAX as usize + 256];
+    // A context keeps up to 8 messages; each read takes the oldest off the log.
+    let mut reads = 0;
+    while reads < 16 {
+        reads += 1;
         // SAFETY: `buf` is writable for its length.
         let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-        if n <= 0 {
+        if n < 0 {
+            match io::Error::last_os_error().raw_os_error() {
+                // Interrupted, or a message longer than the buffer (taken off all the same).
+                Some(libc::EINTR | libc::EMSGSIZE) => continue,
+                // ENODATA: the log is empty.
+                _ => break,
+            }
+        }
+        if n == 0 {
             break;
         }
         let line = String::from_utf8_lossy(&buf[..n as usize]).into_owned();

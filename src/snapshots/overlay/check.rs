@@ -6,7 +6,8 @@
 //! The kernel builds the test overlay through the file-system context calls and lets it go
 //! again, never attached to any mount point: the same checks as a mount, with nothing to
 //! unmount (an unmount waits for an RCU grace period, milliseconds of start-up). Kernels
-//! before 5.2 lack those calls, and seccomp filters older than them may refuse them; there
+//! before 5.2 lack those calls, seccomp filters older than them may refuse them, and the
+//! security modules that mediate mounts (AppArmor, SELinux) judge only the attaching; there
 //! the overlay is mounted from a thread in a private mount namespace of its own, so it never
 //! shows on the host and dies with the thread.
 //!
@@ -204,17 +205,17 @@ fn check_root(
         test.remove();
         return report(Err(err));
     }
-    match test.superblock() {
-        Err(err) if mount_instead(&err) => mount_and_undo(
+    match test.build() {
+        Built::MountInstead => mount_and_undo(
             &test,
             |result| report(result.map_err(mount_error)),
             released,
         ),
-        Err(err) => {
+        Built::Refused(err) => {
             test.remove();
-            report(Err(mount_error(err)));
+            report(Err(mount_error(err.into())));
         }
-        Ok(superblock) => {
+        Built::Superblock(superblock) => {
             report(Ok(()));
             let _ = released.recv();
             drop(superblock);
@@ -237,12 +238,42 @@ fn remove_leftovers(root: &Path) {
     }
 }
 
+/// What building a test overlay without mounting it told.
+enum Built {
+    /// The kernel built it: supported. Closing the context lets it go.
+    Superblock(std::os::fd::OwnedFd),
+    /// The kernel refused it, with its reason.
+    Refused(crate::sys::FsContextError),
+    /// Only a real mount can tell (see [`TestOverlay::build`]).
+    MountInstead,
+}
+
 /// Whether building the test overlay failed in a way a mount may not: the kernel lacks the
 /// file-system context calls (before 5.2), or a seccomp filter written before them refuses
 /// them while it allows `mount` (where the caller truly lacks the right, the mount is
 /// refused as well and says so).
-fn mount_instead(err: &io::Error) -> bool {
-    matches!(err.raw_os_error(), Some(libc::ENOSYS | libc::EPERM))
+fn mount_instead(errno: Option<i32>) -> bool {
+    matches!(errno, Some(libc::ENOSYS | libc::EPERM))
+}
+
+/// Whether a security module confines this process and may refuse its mounts: AppArmor
+/// (a label other than `unconfined`) or SELinux (any context). Both judge a mount when it
+/// is attached, which a test overlay that is only built never is, so only a real mount
+/// gives their verdict.
+fn mounts_mediated() -> bool {
+    [
+        "/proc/self/attr/apparmor/current",
+        "/proc/self/attr/current",
+    ]
+    .iter()
+    .any(|path| match fs::read_to_string(path) {
+        Ok(label) => {
+            let label = label.trim_end_matches(['\n', '\0']).trim();
+            !label.is_empty() && label != "unconfined"
+        }
+        // No such module (EINVAL), or no such file.
+        Err(_) => false,
+    })
 }
 
 /// A test overlay in a scratch directory under a root: two lower directories, an upper and
@@ -296,9 +327,21 @@ impl TestOverlay {
         Ok(entries.iter().any(|(_, kind)| *kind == libc::DT_DIR))
     }
 
-    /// The overlay built by the kernel, never mounted; it goes when the returned context is
-    /// closed (see [`crate::sys::build_superblock`]). `ENOSYS` on kernels before 5.2.
-    fn superblock(&self) -> io::Result<std::os::fd::OwnedFd> {
+    /// The overlay built by the kernel, never mounted (see [`crate::sys::build_superblock`]),
+    /// where that gives the same verdict as a mount: not under a security module that
+    /// mediates mounts, not on kernels without the calls or where a filter refuses them.
+    fn build(&self) -> Built {
+        if mounts_mediated() {
+            return Built::MountInstead;
+        }
+        match self.superblock() {
+            Ok(superblock) => Built::Superblock(superblock),
+            Err(err) if mount_instead(err.raw_os_error()) => Built::MountInstead,
+            Err(err) => Built::Refused(err),
+        }
+    }
+
+    fn superblock(&self) -> Result<std::os::fd::OwnedFd, crate::sys::FsContextError> {
         let options = self.options();
         let options: Vec<(&str, Option<&str>)> = options
             .iter()
@@ -335,11 +378,14 @@ impl TestOverlay {
 /// scratch directory is gone when this returns.
 fn overlay_check(root: &Path, prefix: &str, extra: &[&str]) -> io::Result<()> {
     let test = TestOverlay::make(root, prefix, extra)?;
-    match test.superblock() {
-        Err(err) if mount_instead(&err) => mount_check(test),
-        result => {
+    match test.build() {
+        Built::MountInstead => mount_check(test),
+        built => {
             // Closing the context lets the superblock go before its directories are removed.
-            let result = result.map(drop);
+            let result = match built {
+                Built::Refused(err) => Err(err.into()),
+                _ => Ok(()),
+            };
             test.remove();
             result
         }
@@ -551,11 +597,15 @@ mod tests {
         }
     }
 
+    /// The tests of held checks share the process's one [`RELEASE`].
+    static HELD: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
+
     #[test]
     fn a_held_check_keeps_its_scratch_directory_until_the_daemon_serves() {
         if !require_root() {
             return;
         }
+        let _held = HELD.lock();
         let dir = tempfile::tempdir().expect("tempdir");
         let count = || fs::read_dir(dir.path()).expect("readdir").count();
         let cleanup = start(dir.path(), true).outcome().expect("overlay works");
@@ -597,12 +647,77 @@ mod tests {
     }
 
     #[test]
+    fn a_held_check_is_let_go_by_its_cleanup_when_the_daemon_never_serves() {
+        if !require_root() {
+            return;
+        }
+        let _held = HELD.lock();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cleanup = start(dir.path(), true).outcome().expect("overlay works");
+        let (done_tx, done) = crossbeam_channel::bounded(1);
+        let waiter = std::thread::spawn(move || {
+            cleanup.wait();
+            let _ = done_tx.send(());
+        });
+        done.recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the cleanup lets the check finish");
+        waiter.join().expect("waiter");
+        assert_eq!(fs::read_dir(dir.path()).expect("readdir").count(), 0);
+        // Nothing left for serving() to let go of but a spent sender.
+        serving();
+    }
+
+    #[test]
+    fn where_nothing_forbids_it_the_overlay_is_built_not_mounted() {
+        if !require_root() {
+            return;
+        }
+        let status = fs::read_to_string("/proc/self/status").expect("status");
+        let filtered = status
+            .lines()
+            .any(|l| l.starts_with("Seccomp:") && !l.ends_with('0'));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let test = TestOverlay::make(dir.path(), "multiple-lowerdir-check", &[]).expect("dirs");
+        let built = test.build();
+        if kernel_at_least(5, 2) && !filtered && !mounts_mediated() {
+            assert!(
+                matches!(built, Built::Superblock(_)),
+                "built without a mount"
+            );
+        } else {
+            assert!(matches!(built, Built::MountInstead), "a mount decides");
+        }
+        drop(built);
+        test.remove();
+        assert_eq!(fs::read_dir(dir.path()).expect("readdir").count(), 0);
+    }
+
+    #[test]
+    fn a_refused_overlay_keeps_the_errno_and_the_kernels_reason() {
+        if !require_root() || mounts_mediated() || !kernel_at_least(6, 5) {
+            // Before 6.5 overlayfs took options through the kernel's legacy wrapper, which
+            // logs nothing to the context.
+            return;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let test = TestOverlay::make(dir.path(), "multiple-lowerdir-check", &["nosuchoption"])
+            .expect("dirs");
+        let Built::Refused(err) = test.build() else {
+            panic!("an unknown option is refused");
+        };
+        test.remove();
+        assert_eq!(err.raw_os_error(), Some(libc::EINVAL), "{err}");
+        let message = err.message.as_deref().unwrap_or_default();
+        assert!(message.contains("nosuchoption"), "{err}");
+    }
+
+    #[test]
     fn only_a_missing_or_filtered_call_falls_back_to_a_mount() {
-        let err = io::Error::from_raw_os_error;
-        assert!(mount_instead(&err(libc::ENOSYS)));
-        assert!(mount_instead(&err(libc::EPERM)));
-        assert!(!mount_instead(&err(libc::EINVAL)));
-        assert!(!mount_instead(&err(libc::ENOENT)));
+        assert!(mount_instead(Some(libc::ENOSYS)));
+        assert!(mount_instead(Some(libc::EPERM)));
+        assert!(!mount_instead(Some(libc::EINVAL)));
+        assert!(!mount_instead(Some(libc::ENOENT)));
+        assert!(!mount_instead(None));
     }
 
     #[test]
