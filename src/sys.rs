@@ -399,6 +399,12 @@ pub fn trim_heap(min_free: usize) -> bool {
 
 // File-system calls for layer application and diffs (`crate::diff`).
 
+/// `s` as a C string; an error naming `what` when it holds a NUL byte.
+fn c_string(s: &str, what: &str) -> io::Result<std::ffi::CString> {
+    std::ffi::CString::new(s)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, format!("{what} contains NUL")))
+}
+
 fn c_path(path: &std::path::Path) -> io::Result<std::ffi::CString> {
     use std::os::unix::ffi::OsStrExt;
     std::ffi::CString::new(path.as_os_str().as_bytes())
@@ -445,8 +451,7 @@ pub fn lutimes(path: &std::path::Path, atime: (i64, u32), mtime: (i64, u32)) -> 
 /// absent or the file system has no extended attributes.
 pub fn lgetxattr(path: &std::path::Path, name: &str) -> io::Result<Option<Vec<u8>>> {
     let path = c_path(path)?;
-    let name = std::ffi::CString::new(name)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "xattr name contains NUL"))?;
+    let name = c_string(name, "xattr name")?;
     let mut buf = vec![0u8; 256];
     loop {
         // SAFETY: both strings are NUL-terminated and `buf` is writable for `buf.len()` bytes;
@@ -501,8 +506,7 @@ pub fn llistxattr(path: &std::path::Path) -> io::Result<Vec<String>> {
 /// Sets an extended attribute on `path` itself (not a symlink's target).
 pub fn lsetxattr(path: &std::path::Path, name: &str, value: &[u8]) -> io::Result<()> {
     let path = c_path(path)?;
-    let name = std::ffi::CString::new(name)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "xattr name contains NUL"))?;
+    let name = c_string(name, "xattr name")?;
     // SAFETY: both strings are NUL-terminated and `value` is readable for its length; all
     // outlive the call.
     let rc = unsafe {
@@ -530,10 +534,7 @@ pub fn mount(
     flags: u64,
     data: &str,
 ) -> io::Result<()> {
-    let cstr = |s: &str| {
-        std::ffi::CString::new(s)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "mount argument contains NUL"))
-    };
+    let cstr = |s: &str| c_string(s, "mount argument");
     let source = cstr(source)?;
     let target = c_path(target)?;
     let fstype = cstr(fstype)?;
@@ -606,10 +607,7 @@ pub fn build_superblock(
         error,
         message: None,
     };
-    let cstr = |s: &str| {
-        std::ffi::CString::new(s)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "option contains NUL"))
-    };
+    let cstr = |s: &str| c_string(s, "option");
     let fstype = cstr(fstype).map_err(plain)?;
     // SAFETY: `fstype` is a NUL-terminated string that outlives the call; every argument is
     // passed as the full register width the kernel reads.

@@ -44,6 +44,18 @@ fn client(socket: &str) -> VersionClient {
     VersionClient::new(ChannelBuilder::new(env).connect(&format!("unix:{socket}")))
 }
 
+/// Whether a Version call was answered: by a daemon, or by the floor server, which
+/// registers nothing, so UNIMPLEMENTED is its answer.
+fn answered<T>(result: &Result<T, grpcio::Error>) -> bool {
+    match result {
+        Ok(_) => true,
+        Err(grpcio::Error::RpcFailure(status)) => {
+            status.code() == grpcio::RpcStatusCode::UNIMPLEMENTED
+        }
+        Err(_) => false,
+    }
+}
+
 fn percentile(sorted: &[u64], p: f64) -> u64 {
     if sorted.is_empty() {
         return 0;
@@ -64,15 +76,10 @@ fn version(socket: &str, clients: usize, seconds: f64) {
                 let mut errors = 0u64;
                 while Instant::now() < deadline {
                     let t = Instant::now();
-                    match client.version(&Empty::default()) {
-                        Ok(_) => latencies.push(t.elapsed().as_micros() as u64),
-                        // The floor server registers nothing: UNIMPLEMENTED is its answer.
-                        Err(grpcio::Error::RpcFailure(status))
-                            if status.code() == grpcio::RpcStatusCode::UNIMPLEMENTED =>
-                        {
-                            latencies.push(t.elapsed().as_micros() as u64)
-                        }
-                        Err(_) => errors += 1,
+                    if answered(&client.version(&Empty::default())) {
+                        latencies.push(t.elapsed().as_micros() as u64);
+                    } else {
+                        errors += 1;
                     }
                 }
                 (latencies, errors)
@@ -121,15 +128,8 @@ fn coldstart(socket: &str, cmd: &[String]) {
             let client = VersionClient::new(
                 ChannelBuilder::new(env.clone()).connect(&format!("unix:{socket}")),
             );
-            match client.version_opt(&Empty::default(), opt) {
-                Ok(_) => break,
-                // The floor server registers nothing: an UNIMPLEMENTED is its answer.
-                Err(grpcio::Error::RpcFailure(status))
-                    if status.code() == grpcio::RpcStatusCode::UNIMPLEMENTED =>
-                {
-                    break
-                }
-                Err(_) => {}
+            if answered(&client.version_opt(&Empty::default(), opt)) {
+                break;
             }
         }
         if let Ok(Some(status)) = child.try_wait() {

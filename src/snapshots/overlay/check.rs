@@ -380,14 +380,15 @@ fn overlay_check(root: &Path, prefix: &str, extra: &[&str]) -> io::Result<()> {
     let test = TestOverlay::make(root, prefix, extra)?;
     match test.build() {
         Built::MountInstead => mount_check(test),
-        built => {
-            // Closing the context lets the superblock go before its directories are removed.
-            let result = match built {
-                Built::Refused(err) => Err(err.into()),
-                _ => Ok(()),
-            };
+        Built::Refused(err) => {
             test.remove();
-            result
+            Err(err.into())
+        }
+        Built::Superblock(superblock) => {
+            // Closing the context lets the superblock go before its directories are removed.
+            drop(superblock);
+            test.remove();
+            Ok(())
         }
     }
 }
@@ -588,30 +589,32 @@ mod tests {
         assert!(reason.contains("does not support d_type"), "{reason}");
     }
 
-    /// Waits up to 10 s for `done`.
-    fn eventually(what: &str, done: impl Fn() -> bool) {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while !done() {
-            assert!(std::time::Instant::now() < deadline, "{what}");
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
-    }
-
     /// The tests of held checks share the process's one [`RELEASE`].
     static HELD: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
+
+    /// A check held as the daemon's is, on a fresh root, past its verdict; the guard keeps
+    /// other held-check tests waiting.
+    fn held_check() -> (
+        parking_lot::MutexGuard<'static, ()>,
+        tempfile::TempDir,
+        Cleanup,
+    ) {
+        let held = HELD.lock();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cleanup = start(dir.path(), true).outcome().expect("overlay works");
+        (held, dir, cleanup)
+    }
 
     #[test]
     fn a_held_check_keeps_its_scratch_directory_until_the_daemon_serves() {
         if !require_root() {
             return;
         }
-        let _held = HELD.lock();
-        let dir = tempfile::tempdir().expect("tempdir");
+        let (_held, dir, cleanup) = held_check();
         let count = || fs::read_dir(dir.path()).expect("readdir").count();
-        let cleanup = start(dir.path(), true).outcome().expect("overlay works");
         assert_eq!(count(), 1, "the scratch directory stays while held");
         serving();
-        eventually("the scratch directory removed once serving", || {
+        crate::testutil::wait_until("the scratch directory removed once serving", || {
             count() == 0
         });
         cleanup.wait();
@@ -651,9 +654,7 @@ mod tests {
         if !require_root() {
             return;
         }
-        let _held = HELD.lock();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let cleanup = start(dir.path(), true).outcome().expect("overlay works");
+        let (_held, dir, cleanup) = held_check();
         let (done_tx, done) = crossbeam_channel::bounded(1);
         let waiter = std::thread::spawn(move || {
             cleanup.wait();
