@@ -15,6 +15,10 @@
 //   gRPC's native resolver (GRPC_DNS_RESOLVER=native) queues look-ups there; they then run
 //   on the thread that started them.
 //
+// gRPC core's configuration is also ctrd's own (BuildCoreConfiguration below): it leaves out
+// the xDS, RBAC, RLS, grpclb and weighted-round-robin policies and filters, which only
+// a client of a service mesh or of Google's load balancers asks for.
+//
 // Both changes are made only by the process's first start of gRPC core: switching an
 // executor off while core is in use is not safe, so if core is already running it is left
 // as it is.
@@ -29,11 +33,75 @@
 #include <memory>
 #include <string>
 
+#include "src/core/lib/config/core_configuration.h"
 #include "src/core/lib/event_engine/default_event_engine.h"
 #include "src/core/lib/event_engine/posix_engine/event_poller.h"
 #include "src/core/lib/event_engine/posix_engine/posix_engine.h"
 #include "src/core/lib/experiments/experiments.h"
 #include "src/core/lib/iomgr/executor.h"
+#include "src/core/lib/surface/builtins.h"
+#include "src/core/lib/transport/http_connect_handshaker.h"
+#include "src/core/lib/transport/tcp_connect_handshaker.h"
+
+namespace grpc_event_engine {
+namespace experimental {
+void RegisterEventEngineChannelArgPreconditioning(
+    grpc_core::CoreConfiguration::Builder* builder);
+}  // namespace experimental
+}  // namespace grpc_event_engine
+
+// What gRPC core registers when it first builds its configuration. gRPC core declares this
+// function and defines it in its plugin registry; this definition, linked in with
+// ctrd_grpc_core_start, stands in for that one, so the linker never pulls the registry, nor
+// what only the registry reaches: the xDS resolver, client and policies with their Envoy
+// messages, the RBAC, fault-injection and stateful-session filters (and re2, which their
+// matchers use), RLS, grpclb, and the priority, weighted-target, outlier-detection and
+// weighted-round-robin policies. A ctrd server answers on unix and TCP sockets with or without
+// TLS; its only client channels are the proxy plugins', to an address given in the config,
+// resolved by the DNS or socket-address resolvers and balanced by pick_first (gRPC's
+// default) or round_robin. What stays is registered in gRPC's own order: filters at the
+// same stage run in the order they were registered.
+namespace grpc_core {
+void BuildClientChannelConfiguration(CoreConfiguration::Builder* builder);
+void SecurityRegisterHandshakerFactories(CoreConfiguration::Builder* builder);
+void RegisterClientAuthorityFilter(CoreConfiguration::Builder* builder);
+void RegisterChannelIdleFilters(CoreConfiguration::Builder* builder);
+void RegisterDeadlineFilter(CoreConfiguration::Builder* builder);
+void RegisterHttpFilters(CoreConfiguration::Builder* builder);
+void RegisterMessageSizeFilter(CoreConfiguration::Builder* builder);
+void RegisterSecurityFilters(CoreConfiguration::Builder* builder);
+void RegisterServiceConfigChannelArgFilter(CoreConfiguration::Builder* builder);
+void RegisterResourceQuota(CoreConfiguration::Builder* builder);
+void RegisterDnsResolver(CoreConfiguration::Builder* builder);
+void RegisterSockaddrResolver(CoreConfiguration::Builder* builder);
+void RegisterPickFirstLbPolicy(CoreConfiguration::Builder* builder);
+void RegisterRoundRobinLbPolicy(CoreConfiguration::Builder* builder);
+void RegisterHttpProxyMapper(CoreConfiguration::Builder* builder);
+
+void BuildCoreConfiguration(CoreConfiguration::Builder* builder) {
+  grpc_event_engine::experimental::RegisterEventEngineChannelArgPreconditioning(
+      builder);
+  // Client connections: CONNECT through an HTTP proxy (http_proxy), then TCP.
+  RegisterHttpConnectHandshaker(builder);
+  RegisterTCPConnectHandshaker(builder);
+  RegisterPickFirstLbPolicy(builder);
+  RegisterRoundRobinLbPolicy(builder);
+  BuildClientChannelConfiguration(builder);
+  SecurityRegisterHandshakerFactories(builder);
+  RegisterClientAuthorityFilter(builder);
+  RegisterChannelIdleFilters(builder);
+  RegisterHttpFilters(builder);
+  RegisterDeadlineFilter(builder);
+  RegisterMessageSizeFilter(builder);
+  RegisterServiceConfigChannelArgFilter(builder);
+  RegisterResourceQuota(builder);
+  RegisterDnsResolver(builder);
+  RegisterSockaddrResolver(builder);
+  RegisterHttpProxyMapper(builder);
+  RegisterSecurityFilters(builder);
+  RegisterBuiltins(builder);
+}
+}  // namespace grpc_core
 
 namespace {
 

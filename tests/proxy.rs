@@ -5,6 +5,9 @@
 mod common;
 
 use std::fs;
+use std::net::{Shutdown, TcpListener};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
 use std::process::Command;
 
 use common::peer::Containerd;
@@ -150,4 +153,75 @@ fn external_daemon_down_is_unavailable_then_recovers() {
             .success()
             .then_some(())
     });
+}
+
+/// Forwards every TCP connection to a loopback port (returned) on to a unix socket, for the
+/// rest of the test process: a TCP address for a daemon that serves its API on unix only.
+fn tcp_to_unix(target: PathBuf) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for tcp in listener.incoming() {
+            let (Ok(tcp), Ok(unix)) = (tcp, UnixStream::connect(&target)) else {
+                continue;
+            };
+            let (mut tcp_in, mut unix_out) = (tcp.try_clone().unwrap(), unix.try_clone().unwrap());
+            let (mut unix_in, mut tcp_out) = (unix, tcp);
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut tcp_in, &mut unix_out);
+                let _ = unix_out.shutdown(Shutdown::Write);
+            });
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut unix_in, &mut tcp_out);
+                let _ = tcp_out.shutdown(Shutdown::Write);
+            });
+        }
+    });
+    port
+}
+
+/// A proxy plugin named by host and port instead of a socket path: ctrd's client channel
+/// resolves the name with gRPC core's DNS resolver, picks the address with its default
+/// policy and dials TCP, here to a second ctrd's content store behind a TCP forwarder (a
+/// daemon's own TCP listener serves only TCP services, as containerd's does).
+#[test]
+fn a_proxy_plugin_named_by_host_and_port_is_dialled_over_tcp() {
+    let store = Daemon::start("proxy-tcp-store");
+    let port = tcp_to_unix(store.socket.clone());
+    let front = Daemon::start_with(
+        "proxy-tcp-front",
+        Options {
+            config: Some(format!(
+                "version = 3\n\
+                 disabled_plugins = [\"io.containerd.content.v1.content\"]\n\
+                 [proxy_plugins.remote]\ntype = \"content\"\naddress = \"localhost:{port}\"\n"
+            )),
+            ..Default::default()
+        },
+    );
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i * 13 % 251) as u8).collect();
+    let file = front.dir.join("blob");
+    fs::write(&file, &data).unwrap();
+    let digest = Digest::of(&data).to_string();
+    let out = Command::new(require_tool("ctr"))
+        .arg("--address")
+        .arg(&front.socket)
+        .args(["content", "ingest", "over-tcp"])
+        .stdin(fs::File::open(&file).unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // It landed in the store behind the TCP address, and reads back through the front.
+    assert!(store.ctr_ok(&["content", "ls", "-q"]).contains(&digest));
+    let got = Command::new(require_tool("ctr"))
+        .arg("--address")
+        .arg(&front.socket)
+        .args(["content", "get", &digest])
+        .output()
+        .unwrap();
+    assert_eq!(Digest::of(&got.stdout).to_string(), digest);
 }
