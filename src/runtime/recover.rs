@@ -26,6 +26,11 @@ pub(super) fn start(manager: Arc<TaskManager>, ready: ReadyGuard) -> Result<(), 
             recovering.insert(key(&bundle.namespace, &bundle.id));
         }
     }
+    if bundles.is_empty() && !has_work_dirs(&manager) {
+        // A first start, or every task was deleted: nothing to wait for, no thread to start.
+        ready.done();
+        return Ok(());
+    }
     if !bundles.is_empty() {
         log::info!("recovering {} task(s) in the background", bundles.len());
     }
@@ -134,6 +139,13 @@ fn recover_one(manager: &Arc<TaskManager>, bundle: Bundle) {
 }
 
 /// Work directories whose bundle is gone.
+/// Whether any task has a work directory under the root (an orphan, once no bundle is left).
+fn has_work_dirs(manager: &TaskManager) -> bool {
+    dirs(&manager.root)
+        .iter()
+        .any(|ns| !dirs(&manager.root.join(ns)).is_empty())
+}
+
 fn remove_orphan_work_dirs(manager: &TaskManager) {
     for ns in dirs(&manager.root) {
         for id in dirs(&manager.root.join(&ns)) {
