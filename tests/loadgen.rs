@@ -1,5 +1,6 @@
 //! The benchmark's floor server: `ctrd-loadgen coldstart` starts `ctrd-loadgen floor`, takes
-//! its UNIMPLEMENTED as the first answer, and the server registers no service.
+//! its UNIMPLEMENTED as the first answer, and the server registers no service; `ctrd-loadgen
+//! version` counts those answers as calls made.
 
 mod common;
 
@@ -53,5 +54,29 @@ fn floor_server_answers_unimplemented_and_coldstart_accepts_it() {
             assert_eq!(status.code(), grpcio::RpcStatusCode::UNIMPLEMENTED)
         }
         other => panic!("expected UNIMPLEMENTED, got {other:?}"),
+    }
+
+    // Eight callers for a third of a second: on one connection, then on four.
+    for (connections, args) in [(1, &["8", "0.3"][..]), (4, &["8", "0.3", "4"][..])] {
+        let out = Command::new(loadgen)
+            .arg("version")
+            .arg(&socket)
+            .args(args)
+            .output()
+            .expect("run ctrd-loadgen version");
+        assert!(out.status.success(), "version failed: {out:?}");
+        let line = String::from_utf8(out.stdout).expect("utf-8 output");
+        let field = |name: &str| -> u64 {
+            line.split(&format!("\"{name}\": "))
+                .nth(1)
+                .and_then(|rest| rest.split([',', '}']).next())
+                .and_then(|n| n.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no {name} in {line:?}"))
+        };
+        assert_eq!(field("clients"), 8, "{line}");
+        assert_eq!(field("connections"), connections, "{line}");
+        assert_eq!(field("errors"), 0, "{line}");
+        assert!(field("calls") > 8, "{line}");
+        assert!(field("p99_us") >= field("p50_us"), "{line}");
     }
 }

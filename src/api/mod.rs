@@ -36,7 +36,9 @@ pub use protobuf::well_known_types::timestamp::Timestamp;
 /// `containerd.services.version.v1`.
 pub mod version {
     pub use super::svc::version::v1::version::VersionResponse;
-    pub use super::svc::version::v1::version_grpc::{create_version, Version, VersionClient};
+    pub use super::svc::version::v1::version_grpc::{
+        create_version, Version, VersionClient, METHOD_VERSION_VERSION,
+    };
 }
 
 /// `containerd.services.introspection.v1`.

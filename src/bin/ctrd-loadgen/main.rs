@@ -1,7 +1,8 @@
 //! `ctrd-loadgen`: the benchmark's native client, so the client is never the bottleneck.
 //!
 //! ```text
-//! ctrd-loadgen version   SOCKET CLIENTS SECONDS        # Version calls/s, p50/p99 (µs)
+//! ctrd-loadgen version   SOCKET CALLERS SECONDS [CONNECTIONS]
+//!                        # Version calls/s, p50/p99 (µs); callers share 1 connection by default
 //! ctrd-loadgen coldstart SOCKET -- CMD ARGS...         # exec CMD, ms until the first answered Version
 //! ctrd-loadgen ingest    SOCKET MIB PARALLEL REF [--pid PID]
 //!                        # PARALLEL Content/Write ingests of fresh random MIB MiB blobs (refs
@@ -26,22 +27,17 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ctrd::api::version::VersionClient;
+use ctrd::api::version::{VersionClient, METHOD_VERSION_VERSION};
 use ctrd::api::Empty;
 use grpcio::{ChannelBuilder, EnvBuilder};
 
 fn usage() -> ! {
     eprintln!(
-        "usage: ctrd-loadgen version SOCKET CLIENTS SECONDS | coldstart SOCKET -- CMD ARGS... \
+        "usage: ctrd-loadgen version SOCKET CALLERS SECONDS [CONNECTIONS] | coldstart SOCKET -- CMD ARGS... \
          | ingest SOCKET MIB PARALLEL REF [--pid PID] | read SOCKET DIGEST | rtt ROUNDS | sha256 MIB \
          | floor SOCKET"
     );
     std::process::exit(2)
-}
-
-fn client(socket: &str) -> VersionClient {
-    let env = Arc::new(EnvBuilder::new().cq_count(1).build());
-    VersionClient::new(ChannelBuilder::new(env).connect(&format!("unix:{socket}")))
 }
 
 /// Whether a Version call was answered: by a daemon, or by the floor server, which
@@ -64,39 +60,65 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
     sorted[index]
 }
 
-fn version(socket: &str, clients: usize, seconds: f64) {
+/// `clients` callers, each making its next Version call as soon as the last one is answered,
+/// spread over `connections` connections (HTTP/2 multiplexes the callers of one): a process
+/// with concurrent calls on its one connection, or as many client processes. The calls are
+/// made asynchronously from one completion-queue thread, which also receives the answers:
+/// the generator's own CPU per call (which shares the machine's cores with the daemon) is
+/// then only its gRPC stack's, with no hand-off between threads for each call.
+fn version(socket: &str, clients: usize, seconds: f64, connections: usize) {
+    let env = Arc::new(EnvBuilder::new().cq_count(1).build());
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     let start = Instant::now();
-    let workers: Vec<_> = (0..clients)
+    // A subchannel pool of its own gives each channel its own connection: gRPC core would
+    // otherwise share one between channels to the same address.
+    let channels: Vec<grpcio::Client> = (0..connections.max(1))
         .map(|_| {
-            let socket = socket.to_string();
-            std::thread::spawn(move || {
-                let client = client(&socket);
-                let mut latencies = Vec::with_capacity(100_000);
-                let mut errors = 0u64;
-                while Instant::now() < deadline {
-                    let t = Instant::now();
-                    if answered(&client.version(&Empty::default())) {
-                        latencies.push(t.elapsed().as_micros() as u64);
-                    } else {
-                        errors += 1;
-                    }
-                }
-                (latencies, errors)
-            })
+            grpcio::Client::new(
+                ChannelBuilder::new(env.clone())
+                    .use_local_subchannel_pool(true)
+                    .connect(&format!("unix:{socket}")),
+            )
         })
         .collect();
+    let (done, results) = crossbeam_channel::bounded(clients);
+    for caller_no in 0..clients {
+        let caller = channels[caller_no % channels.len()].clone();
+        let done = done.clone();
+        channels[0].spawn(async move {
+            let mut latencies = Vec::with_capacity(100_000);
+            let mut errors = 0u64;
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                let answer = match caller.unary_call_async(
+                    &METHOD_VERSION_VERSION,
+                    &Empty::default(),
+                    grpcio::CallOption::default(),
+                ) {
+                    Ok(call) => call.await,
+                    Err(err) => Err(err),
+                };
+                if answered(&answer) {
+                    latencies.push(t.elapsed().as_micros() as u64);
+                } else {
+                    errors += 1;
+                }
+            }
+            let _ = done.send((latencies, errors));
+        });
+    }
     let mut all = Vec::new();
     let mut errors = 0;
-    for worker in workers {
-        let (latencies, e) = worker.join().expect("worker");
+    for _ in 0..clients {
+        let (latencies, e) = results.recv().expect("every caller reports");
         all.extend(latencies);
         errors += e;
     }
     let elapsed = start.elapsed().as_secs_f64();
     all.sort_unstable();
     println!(
-        "{{\"clients\": {clients}, \"calls\": {}, \"errors\": {errors}, \"calls_per_s\": {:.0}, \"p50_us\": {}, \"p99_us\": {}}}",
+        "{{\"clients\": {clients}, \"connections\": {}, \"calls\": {}, \"errors\": {errors}, \"calls_per_s\": {:.0}, \"p50_us\": {}, \"p99_us\": {}}}",
+        connections.max(1),
         all.len(),
         all.len() as f64 / elapsed,
         percentile(&all, 0.50),
@@ -164,10 +186,13 @@ fn measured(result: Result<(), content::ContentError>) {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
-        Some("version") if args.len() == 4 => {
+        Some("version") if args.len() == 4 || args.len() == 5 => {
             let clients = args[2].parse().unwrap_or_else(|_| usage());
             let seconds = args[3].parse().unwrap_or_else(|_| usage());
-            version(&args[1], clients, seconds);
+            let connections = args
+                .get(4)
+                .map_or(1, |n| n.parse().unwrap_or_else(|_| usage()));
+            version(&args[1], clients, seconds, connections);
         }
         Some("coldstart") if args.len() >= 4 && args[2] == "--" => coldstart(&args[1], &args[3..]),
         Some("ingest") if args.len() == 5 || (args.len() == 7 && args[5] == "--pid") => {
