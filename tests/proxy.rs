@@ -186,7 +186,17 @@ fn tcp_to_unix(target: PathBuf) -> u16 {
 /// daemon's own TCP listener serves only TCP services, as containerd's does).
 #[test]
 fn a_proxy_plugin_named_by_host_and_port_is_dialled_over_tcp() {
-    let store = Daemon::start("proxy-tcp-store");
+    // ctr's ingest leaves the blob referenced by nothing once its lease is gone, so neither
+    // daemon may collect garbage while the test reads it back.
+    let no_gc = "[plugins.'io.containerd.gc.v1.scheduler']\n\
+                 startup_delay = '1h'\nschedule_delay = '1h'\n";
+    let store = Daemon::start_with(
+        "proxy-tcp-store",
+        Options {
+            config: Some(format!("version = 3\n{no_gc}")),
+            ..Default::default()
+        },
+    );
     let port = tcp_to_unix(store.socket.clone());
     let front = Daemon::start_with(
         "proxy-tcp-front",
@@ -194,7 +204,7 @@ fn a_proxy_plugin_named_by_host_and_port_is_dialled_over_tcp() {
             config: Some(format!(
                 "version = 3\n\
                  disabled_plugins = [\"io.containerd.content.v1.content\"]\n\
-                 [proxy_plugins.remote]\ntype = \"content\"\naddress = \"localhost:{port}\"\n"
+                 [proxy_plugins.remote]\ntype = \"content\"\naddress = \"localhost:{port}\"\n{no_gc}"
             )),
             ..Default::default()
         },
@@ -223,5 +233,10 @@ fn a_proxy_plugin_named_by_host_and_port_is_dialled_over_tcp() {
         .args(["content", "get", &digest])
         .output()
         .unwrap();
+    assert!(
+        got.status.success(),
+        "{}",
+        String::from_utf8_lossy(&got.stderr)
+    );
     assert_eq!(Digest::of(&got.stdout).to_string(), digest);
 }
