@@ -164,9 +164,9 @@ struct MethodSeries {
     handling: Option<Histogram>,
 }
 
-/// (registry, service, method, kind): the names are the generated glue's static strings, so
-/// their addresses identify them.
-type SeriesKey = (u64, usize, usize, usize);
+/// (registry, kind, service, method): the names are the generated glue's static strings, so
+/// their addresses and lengths identify them.
+type SeriesKey = (u64, [(usize, usize); 3]);
 
 thread_local! {
     static SERIES: RefCell<HashMap<SeriesKey, MethodSeries>> = RefCell::new(HashMap::new());
@@ -182,9 +182,7 @@ impl Metrics {
         let labels = [kind_name(kind), call.service(), call.method()];
         let key = (
             self.id,
-            labels[1].as_ptr() as usize,
-            labels[2].as_ptr() as usize,
-            labels[0].as_ptr() as usize,
+            labels.map(|name| (name.as_ptr() as usize, name.len())),
         );
         SERIES.with(|cache| f(cache.borrow_mut().entry(key).or_default(), labels))
     }

@@ -227,12 +227,7 @@ fn a_proxy_plugin_named_by_host_and_port_is_dialled_over_tcp() {
     );
     // It landed in the store behind the TCP address, and reads back through the front.
     assert!(store.ctr_ok(&["content", "ls", "-q"]).contains(&digest));
-    let got = Command::new(require_tool("ctr"))
-        .arg("--address")
-        .arg(&front.socket)
-        .args(["content", "get", &digest])
-        .output()
-        .unwrap();
+    let got = front.ctr(&["content", "get", &digest]);
     assert!(
         got.status.success(),
         "{}",

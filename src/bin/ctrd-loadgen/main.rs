@@ -67,12 +67,13 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
 /// the generator's own CPU per call (which shares the machine's cores with the daemon) is
 /// then only its gRPC stack's, with no hand-off between threads for each call.
 fn version(socket: &str, clients: usize, seconds: f64, connections: usize) {
+    let connections = connections.max(1);
     let env = Arc::new(EnvBuilder::new().cq_count(1).build());
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     let start = Instant::now();
     // A subchannel pool of its own gives each channel its own connection: gRPC core would
     // otherwise share one between channels to the same address.
-    let channels: Vec<grpcio::Client> = (0..connections.max(1))
+    let channels: Vec<grpcio::Client> = (0..connections)
         .map(|_| {
             grpcio::Client::new(
                 ChannelBuilder::new(env.clone())
@@ -117,8 +118,7 @@ fn version(socket: &str, clients: usize, seconds: f64, connections: usize) {
     let elapsed = start.elapsed().as_secs_f64();
     all.sort_unstable();
     println!(
-        "{{\"clients\": {clients}, \"connections\": {}, \"calls\": {}, \"errors\": {errors}, \"calls_per_s\": {:.0}, \"p50_us\": {}, \"p99_us\": {}}}",
-        connections.max(1),
+        "{{\"clients\": {clients}, \"connections\": {connections}, \"calls\": {}, \"errors\": {errors}, \"calls_per_s\": {:.0}, \"p50_us\": {}, \"p99_us\": {}}}",
         all.len(),
         all.len() as f64 / elapsed,
         percentile(&all, 0.50),
