@@ -310,6 +310,12 @@ fn ctr_snapshots_overlayfs_lifecycle() {
         "temporary mounts are gone"
     );
 
+    // The diffs above removed their views, and a scheduled collection renames a removed
+    // snapshot's directory (`rm-<id>`) before it deletes it: collect now, so none is
+    // renamed while the names below are read.
+    daemon.ctr_ok(&["leases", "create", "--id", "settle"]);
+    daemon.ctr_ok(&["leases", "rm", "--sync", "settle"]);
+
     // A key that looks like a path is only a name: nothing is made outside the root.
     let before = fs::read_dir(&daemon.dir.path).expect("readdir").count();
     snap(&daemon, &["prepare", "../../escape", "base-c"]);
