@@ -405,7 +405,10 @@ fn boot_and_serve(
     let mut ready_listeners = 0;
     let outcome = loop {
         let Some(event) = main.next(Some(Instant::now() + TRIM_INTERVAL)) else {
-            // Quiet for a while: hand back what a burst left free in the heap.
+            // Quiet for a while: start-up's leftovers (the overlay check's test superblock
+            // and scratch directory) go now, not while the first calls are answered; and
+            // what a burst left free in the heap is handed back.
+            crate::snapshots::overlay::check::serving();
             if crate::sys::trim_heap(TRIM_MIN_FREE) {
                 log::debug!("returned free heap memory to the system");
             }
@@ -435,8 +438,6 @@ fn boot_and_serve(
                     health.set_serving();
                 }
                 notify::notify("READY=1");
-                // Start-up's leftovers wait until now.
-                crate::snapshots::overlay::check::serving();
                 let took = started.elapsed();
                 log::info!("ctrd successfully booted in {:.6}s", took.as_secs_f64());
                 log::info!(

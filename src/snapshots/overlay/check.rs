@@ -13,9 +13,10 @@
 //!
 //! The check runs on a short-lived thread (`ctrd-ovl-check`) that the daemon starts before
 //! its plugins ([`prestart`]), so it overlaps their start-up until the overlayfs plugin
-//! takes the verdict. Removing the scratch directory (and unmounting, on old kernels) waits
-//! until the daemon serves ([`serving`]). A scratch directory left by a process that died
-//! first is removed by the next check.
+//! takes the verdict. Letting the test overlay go and removing the scratch directory (and
+//! unmounting, on old kernels) wait until the serving daemon's first quiet moment
+//! ([`serving`]): done as the first calls arrive, they slowed the first answer. A scratch
+//! directory left by a process that died first is removed by the next check.
 
 use std::fs;
 use std::io;
@@ -35,7 +36,7 @@ const SCRATCH: [&str; 3] = [
 /// The rest of a successful check, still running: joined by [`Cleanup::wait`] or on drop.
 pub struct Cleanup {
     thread: Option<JoinHandle<()>>,
-    /// Lets a check held back until the daemon serves go on with its tail.
+    /// Lets a check held back until the daemon is serving and quiet go on with its tail.
     release: Option<crossbeam_channel::Sender<()>>,
 }
 
@@ -139,7 +140,8 @@ pub fn finish_prestarted() {
     drop(early);
 }
 
-/// The daemon serves: a check [`prestart`] began goes on with its tail.
+/// The daemon serves and is quiet: a check [`prestart`] began goes on with its tail (once;
+/// later calls do nothing).
 pub fn serving() {
     if let Some(release) = RELEASE.lock().take() {
         let _ = release.try_send(());
@@ -149,13 +151,13 @@ pub fn serving() {
 /// A check started before the plugins (see [`prestart`]).
 static PRESTARTED: parking_lot::Mutex<Option<Pending>> = parking_lot::Mutex::new(None);
 
-/// What lets the check [`prestart`] began finish once the daemon serves.
+/// What lets the check [`prestart`] began finish (see [`serving`]).
 static RELEASE: parking_lot::Mutex<Option<crossbeam_channel::Sender<()>>> =
     parking_lot::Mutex::new(None);
 
 /// Starts the check of `root` now, for the overlayfs plugin to take when its turn comes:
 /// the test overlay is then made while the start-up work before it runs, and its scratch
-/// directory removed once the daemon serves.
+/// directory removed once the daemon serves and is quiet.
 pub fn prestart(root: &Path) {
     *PRESTARTED.lock() = Some(start(root, true));
 }
