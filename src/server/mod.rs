@@ -408,7 +408,7 @@ fn boot_and_serve(
             // Quiet for a while: start-up's leftovers (the overlay check's test superblock
             // and scratch directory) go now, not while the first calls are answered; and
             // what a burst left free in the heap is handed back.
-            crate::snapshots::overlay::check::serving();
+            crate::snapshots::overlay::check::quiet();
             if crate::sys::trim_heap(TRIM_MIN_FREE) {
                 log::debug!("returned free heap memory to the system");
             }

@@ -15,7 +15,7 @@
 //! its plugins ([`prestart`]), so it overlaps their start-up until the overlayfs plugin
 //! takes the verdict. Letting the test overlay go and removing the scratch directory (and
 //! unmounting, on old kernels) wait until the serving daemon's first quiet moment
-//! ([`serving`]): done as the first calls arrive, they slowed the first answer. A scratch
+//! ([`quiet`]): done as the first calls arrive, they slowed the first answer. A scratch
 //! directory left by a process that died first is removed by the next check.
 
 use std::fs;
@@ -104,7 +104,7 @@ fn verdict<E>(
 
 /// Starts the whole check of `root` (an existing directory) on the `ctrd-ovl-check` thread:
 /// leftovers, `d_type`, then the test overlay. The caller goes on at once. A `held` check
-/// keeps its tail (removing the scratch directory) until [`serving`] or its [`Cleanup`]
+/// keeps its tail (removing the scratch directory) until [`quiet`] or its [`Cleanup`]
 /// lets it go, so that work stays out of the daemon's start.
 pub fn start(root: &Path, held: bool) -> Pending {
     let (tx, rx) = crossbeam_channel::bounded(1);
@@ -135,14 +135,14 @@ pub fn start(root: &Path, held: bool) -> Pending {
 /// Waits for a check [`prestart`] began that no plugin took (start-up stopped before the
 /// overlayfs plugin's turn), so its scratch directory is gone.
 pub fn finish_prestarted() {
-    serving();
+    quiet();
     let early = PRESTARTED.lock().take();
     drop(early);
 }
 
 /// The daemon serves and is quiet: a check [`prestart`] began goes on with its tail (once;
 /// later calls do nothing).
-pub fn serving() {
+pub fn quiet() {
     if let Some(release) = RELEASE.lock().take() {
         let _ = release.try_send(());
     }
@@ -151,7 +151,7 @@ pub fn serving() {
 /// A check started before the plugins (see [`prestart`]).
 static PRESTARTED: parking_lot::Mutex<Option<Pending>> = parking_lot::Mutex::new(None);
 
-/// What lets the check [`prestart`] began finish (see [`serving`]).
+/// What lets the check [`prestart`] began finish (see [`quiet`]).
 static RELEASE: parking_lot::Mutex<Option<crossbeam_channel::Sender<()>>> =
     parking_lot::Mutex::new(None);
 
@@ -615,7 +615,7 @@ mod tests {
         let (_held, dir, cleanup) = held_check();
         let count = || fs::read_dir(dir.path()).expect("readdir").count();
         assert_eq!(count(), 1, "the scratch directory stays while held");
-        serving();
+        quiet();
         crate::testutil::wait_until("the scratch directory removed once serving", || {
             count() == 0
         });
@@ -666,8 +666,8 @@ mod tests {
             .expect("the cleanup lets the check finish");
         waiter.join().expect("waiter");
         assert_eq!(fs::read_dir(dir.path()).expect("readdir").count(), 0);
-        // Nothing left for serving() to let go of but a spent sender.
-        serving();
+        // Nothing left for quiet() to let go of but a spent sender.
+        quiet();
     }
 
     #[test]
